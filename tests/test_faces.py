@@ -1,0 +1,126 @@
+"""Alignment, paste-back, feathering and colour matching on the real astronaut portrait."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.faces import (
+    Face,
+    align_face,
+    blend_fidelity,
+    color_match,
+    estimate_alignment,
+    feather_mask,
+    paste_area,
+    paste_back,
+    scale_matrix,
+    select_faces,
+    template_points,
+)
+
+# Hand-placed on skimage.data.astronaut(): eyes, nose tip, mouth corners.
+ASTRONAUT_LANDMARKS = np.array([[204, 103], [248, 104], [226, 128], [206, 151], [245, 152]], np.float32)
+
+
+def astronaut_face() -> Face:
+    return Face((178.0, 55.0, 273.0, 180.0), ASTRONAUT_LANDMARKS.copy(), 0.99)
+
+
+def test_alignment_maps_landmarks_onto_the_template() -> None:
+    for template, size in (("ffhq", 512), ("ffhq", 256), ("arcface", 128)):
+        matrix = estimate_alignment(ASTRONAUT_LANDMARKS, template, size)
+        mapped = ASTRONAUT_LANDMARKS @ matrix[:, :2].T + matrix[:, 2]
+        # A similarity transform cannot fit five points exactly; a few pixels at 512 is right.
+        assert np.abs(mapped - template_points(template, size)).max() < size * 0.03
+
+
+def test_paste_back_of_the_untouched_crop_changes_nothing_visible(astronaut: np.ndarray) -> None:
+    aligned = align_face(astronaut, astronaut_face(), 512)
+    out = paste_back(astronaut, aligned.crop, aligned.matrix)
+    x1, y1, x2, y2 = paste_area(aligned.matrix, 512, astronaut.shape)  # type: ignore[misc]
+    outside = np.ones(astronaut.shape[:2], bool)
+    outside[y1:y2, x1:x2] = False
+    assert np.array_equal(out[outside], astronaut[outside]), "pixels outside the face box must not change"
+    # Inside, a down-and-up resample of the same pixels: tiny differences only.
+    assert np.abs(out.astype(int) - astronaut).mean() < 0.5
+    assert out.dtype == astronaut.dtype
+
+
+def test_paste_back_changes_the_face_and_feathers_the_edge(astronaut: np.ndarray) -> None:
+    aligned = align_face(astronaut, astronaut_face(), 512)
+    white = np.full_like(aligned.crop, 255)
+    out = paste_back(astronaut, white, aligned.matrix)
+    nose = ASTRONAUT_LANDMARKS[2].astype(int)
+    assert (out[nose[1], nose[0]] == 255).all(), "the centre of the face takes the pasted crop"
+    x1, y1, x2, y2 = paste_area(aligned.matrix, 512, astronaut.shape)  # type: ignore[misc]
+    # Walking out from the nose to the box edge the paste weight only falls: no hard seam.
+    row = out[nose[1], nose[0] : x2].astype(float).mean(axis=1)
+    weight = (row - astronaut[nose[1], nose[0] : x2].astype(float).mean(axis=1))
+    assert weight[0] > weight[-1]
+    steps = np.abs(np.diff(out[nose[1], nose[0] : x2].astype(float).mean(axis=1)))
+    assert steps.max() < 60, "a seam would show as one big jump"
+
+
+def test_paste_back_keeps_16_bit(astronaut: np.ndarray) -> None:
+    deep = astronaut.astype(np.uint16) * 257
+    aligned = align_face(astronaut, astronaut_face(), 256)
+    out = paste_back(deep, aligned.crop, aligned.matrix)
+    assert out.dtype == np.uint16
+    assert np.abs(out.astype(np.int64) - deep).mean() < 0.5 * 257
+
+
+def test_face_touching_the_border_is_handled(astronaut: np.ndarray) -> None:
+    shifted = ASTRONAUT_LANDMARKS - np.array([200, 95], np.float32)  # eyes near the top-left corner
+    crop_image = astronaut[95:, 200:].copy()
+    face = Face((-22.0, -40.0, 73.0, 85.0), shifted, 0.9)
+    aligned = align_face(crop_image, face, 512)
+    assert aligned.crop.shape == (512, 512, 3)
+    out = paste_back(crop_image, aligned.crop, aligned.matrix)
+    assert out.shape == crop_image.shape
+
+
+def test_feather_mask_is_one_inside_zero_at_edges() -> None:
+    mask = feather_mask(512)
+    assert mask[256, 256] == pytest.approx(1.0, abs=1e-3)
+    assert mask[0, 0] == pytest.approx(0.0, abs=1e-3) and mask[0, 256] < 0.01
+    profile = mask[256, :256]
+    assert (np.diff(profile) >= -1e-6).all(), "the mask rises monotonically towards the centre"
+
+
+def test_color_match_moves_colour_towards_the_reference(astronaut: np.ndarray) -> None:
+    import cv2
+
+    aligned = align_face(astronaut, astronaut_face(), 256)
+    tinted = np.clip(aligned.crop.astype(int) + [40, -20, -20], 0, 255).astype(np.uint8)
+    matched = color_match(tinted, aligned.crop)
+    ref = cv2.cvtColor(aligned.crop, cv2.COLOR_RGB2LAB).reshape(-1, 3).mean(0)
+    before = np.abs(cv2.cvtColor(tinted, cv2.COLOR_RGB2LAB).reshape(-1, 3).mean(0) - ref).sum()
+    after = np.abs(cv2.cvtColor(matched, cv2.COLOR_RGB2LAB).reshape(-1, 3).mean(0) - ref).sum()
+    assert after < before * 0.25
+
+
+def test_blend_fidelity_extremes_and_middle(astronaut: np.ndarray) -> None:
+    a = astronaut[:64, :64]
+    b = 255 - a
+    assert np.array_equal(blend_fidelity(a, b, 0.0), a)
+    assert np.array_equal(blend_fidelity(a, b, 1.0), b)
+    mid = blend_fidelity(a, b, 0.5).astype(int)
+    assert np.abs(mid - 127.5).max() <= 1
+
+
+def test_scale_matrix_matches_an_upscaled_image(astronaut: np.ndarray) -> None:
+    matrix = estimate_alignment(ASTRONAUT_LANDMARKS, "ffhq", 512)
+    doubled = scale_matrix(matrix, 2.0)
+    point = ASTRONAUT_LANDMARKS[0]
+    assert np.allclose(matrix[:, :2] @ point + matrix[:, 2], doubled[:, :2] @ (point * 2) + doubled[:, 2], atol=1e-3)
+
+
+def test_select_faces_by_size_and_count() -> None:
+    def face(size: float) -> Face:
+        return Face((0.0, 0.0, size, size), np.zeros((5, 2), np.float32), 0.9)
+
+    faces = [face(10), face(40), face(20)]
+    assert [f.size for f in select_faces(faces, min_size=16)] == [40, 20]
+    assert [f.size for f in select_faces(faces, only_largest=True)] == [40]
+    assert [f.size for f in select_faces(faces, max_faces=2)] == [40, 20]

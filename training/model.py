@@ -1,0 +1,114 @@
+"""The restora-lite network: a small residual U-Net of plain 3x3 convolutions.
+
+Why this shape (measured on the 2-core AVX2 CPU, ORT 1.32, see issue 8): plain 3x3 convolutions
+beat depthwise-separable ones at equal FLOPs, pixel-(un)shuffle and layout transposes cost about a
+third of the time, and ConvTranspose stays float under INT8. So: strided 3x3 convs go down, nearest
+upsampling + 3x3 conv comes back up, skips are added (not concatenated, to keep channel counts and
+FLOPs small), ReLU everywhere (fuses with Conv in ORT and quantizes cleanly), and the net predicts a
+residual that is added to its input, so an untrained net is the identity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    """Channel widths per level (full, 1/2, 1/4, 1/8 resolution) and residual blocks at 1/8."""
+
+    widths: tuple[int, int, int, int] = (16, 32, 48, 64)
+    blocks: int = 3
+    upsample: str = "bilinear"  # "bilinear" | "nearest"
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict[str, object]) -> NetConfig:
+        widths = tuple(int(w) for w in d["widths"])  # type: ignore[attr-defined]
+        return NetConfig(
+            widths=widths,  # type: ignore[arg-type]
+            blocks=int(d["blocks"]),  # type: ignore[call-overload]
+            upsample=str(d.get("upsample", "bilinear")),
+        )
+
+
+def conv3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, stride=stride, padding=1)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, ch: int) -> None:
+        super().__init__()
+        self.conv1 = conv3(ch, ch)
+        self.conv2 = conv3(ch, ch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.relu(self.conv1(x)))
+
+
+class RestoraLite(nn.Module):
+    """Input and output: N x 3 x H x W RGB in [0, 1]; H and W multiples of 8."""
+
+    def __init__(self, config: NetConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or NetConfig()
+        c0, c1, c2, c3 = self.config.widths
+        self.head = conv3(3, c0)
+        self.down1 = conv3(c0, c1, stride=2)
+        self.down2 = conv3(c1, c2, stride=2)
+        self.down3 = conv3(c2, c3, stride=2)
+        self.body = nn.Sequential(*[ResBlock(c3) for _ in range(self.config.blocks)])
+        # Decoder convs run at the lower resolution before upsampling: the full-resolution
+        # convs are the most expensive ones on a CPU, so only head and tail work at 512.
+        self.up3 = conv3(c3, c2)
+        self.up2 = conv3(c2, c1)
+        self.up1 = conv3(c1, c0)
+        self.tail = conv3(c0, 3)
+        # Start as the identity: the residual branch outputs zero until it learns something.
+        nn.init.zeros_(self.tail.weight)
+        nn.init.zeros_(self.tail.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f0 = F.relu(self.head(x))
+        f1 = F.relu(self.down1(f0))
+        f2 = F.relu(self.down2(f1))
+        f3 = F.relu(self.down3(f2))
+        f3 = self.body(f3)
+        u2 = self._up(F.relu(self.up3(f3))) + f2
+        u1 = self._up(F.relu(self.up2(u2))) + f1
+        u0 = self._up(F.relu(self.up1(u1))) + f0
+        return x + self.tail(u0)
+
+    def _up(self, x: torch.Tensor) -> torch.Tensor:
+        if self.config.upsample == "nearest":
+            return F.interpolate(x, scale_factor=2.0, mode="nearest")
+        return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(model: nn.Module, size: int = 512) -> int:
+    """Multiply-accumulates of all convolutions for one size x size image (hooks, one forward)."""
+    total = 0
+
+    def hook(module: nn.Module, _inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        nonlocal total
+        if not isinstance(module, nn.Conv2d):
+            return
+        k = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
+        total += int(out.numel()) * k
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    with torch.no_grad():
+        model(torch.zeros(1, 3, size, size))
+    for h in handles:
+        h.remove()
+    return total
