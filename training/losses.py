@@ -42,4 +42,4 @@ def restoration_loss(
     s = ssim(out, target)
     f = fft_loss(out, target)
     total = l1 + ssim_weight * (1 - s) + fft_weight * f
-    return total, {"l1": float(l1), "ssim": float(s), "fft": float(f), "loss": float(total)}
+    return total, {"l1": l1.item(), "ssim": s.item(), "fft": f.item(), "loss": total.item()}

@@ -1,0 +1,131 @@
+"""The Enhancer on the real astronaut portrait with the shipped models (restora-lite + MTCNN)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from engine.imageio import Image
+from engine.pipeline import ComposeOptions, EnhanceSettings, Enhancer, compose
+from tests.conftest import ASTRONAUT_FACE_BOX, box_iou
+from tests.helpers import far_from_face_mask
+
+
+def test_astronaut_has_exactly_one_face_with_landmarks_on_eyes_and_mouth(enhancer: Enhancer,
+                                                                        astronaut: np.ndarray) -> None:
+    faces = enhancer.detect(astronaut)
+    assert len(faces) == 1
+    face = faces[0]
+    assert box_iou(face.box, ASTRONAUT_FACE_BOX) > 0.5
+    left_eye, right_eye, nose, mouth_left, mouth_right = face.landmarks
+    assert 190 < left_eye[0] < 222 and 88 < left_eye[1] < 118
+    assert 232 < right_eye[0] < 265 and 88 < right_eye[1] < 118
+    assert left_eye[1] < nose[1] < mouth_left[1]
+    assert 138 < mouth_left[1] < 168 and 138 < mouth_right[1] < 168
+    assert mouth_left[0] < mouth_right[0]
+
+
+def test_restoring_changes_the_face_and_nothing_far_from_it(enhancer: Enhancer, astronaut: np.ndarray) -> None:
+    result = enhancer.enhance(Image(pixels=astronaut))
+    assert result.face_count == 1
+    out = result.output.pixels
+    assert out.shape == astronaut.shape and out.dtype == np.uint8
+    x1, y1, x2, y2 = (int(v) for v in ASTRONAUT_FACE_BOX)
+    face_change = np.abs(out[y1:y2, x1:x2].astype(int) - astronaut[y1:y2, x1:x2]).mean()
+    assert face_change > 1.0, "the model must visibly change the face"
+    far = far_from_face_mask(astronaut.shape, ASTRONAUT_FACE_BOX, 0.6)
+    assert np.array_equal(out[far], astronaut[far]), "pixels far from the face stay exactly as they were"
+
+
+def test_faces_from_several_photos_share_batches_with_identical_results(store, astronaut: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+    photos = [astronaut, np.ascontiguousarray(astronaut[:, ::-1]), astronaut]
+    one_by_one = Enhancer(EnhanceSettings(batch_size=1, color_correction=False), store)
+    batched = Enhancer(EnhanceSettings(batch_size=3, color_correction=False), store)
+    single = [one_by_one.enhance(Image(pixels=p)).output.pixels for p in photos]
+    many = [r.output.pixels for _, r in batched.enhance_many((i, Image(pixels=p)) for i, p in enumerate(photos))]
+    assert len(many) == 3
+    for a, b in zip(single, many, strict=True):
+        assert np.abs(a.astype(int) - b).max() <= 2  # same model, other batch shape: rounding only
+
+
+def test_fidelity_one_gives_back_the_input_face(enhancer: Enhancer, astronaut: np.ndarray) -> None:
+    result = enhancer.enhance(Image(pixels=astronaut))
+    strong = compose(result.source, result.faces, ComposeOptions(fidelity=0.0, color_correction=False))
+    faithful = compose(result.source, result.faces, ComposeOptions(fidelity=1.0, color_correction=False))
+    x1, y1, x2, y2 = (int(v) for v in ASTRONAUT_FACE_BOX)
+    diff_strong = np.abs(strong.pixels[y1:y2, x1:x2].astype(int) - astronaut[y1:y2, x1:x2]).mean()
+    diff_faithful = np.abs(faithful.pixels[y1:y2, x1:x2].astype(int) - astronaut[y1:y2, x1:x2]).mean()
+    assert diff_faithful < diff_strong
+    assert diff_faithful < 1.0
+
+
+def test_excluded_faces_are_left_alone(enhancer: Enhancer, astronaut: np.ndarray) -> None:
+    result = enhancer.enhance(Image(pixels=astronaut))
+    out = compose(result.source, result.faces, ComposeOptions(fidelity=0.0, include=[False]))
+    assert np.array_equal(out.pixels, astronaut)
+
+
+def test_upscale_doubles_the_photo_and_keeps_the_face(store, astronaut: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+    result = Enhancer(EnhanceSettings(upscale=2), store).enhance(Image(pixels=astronaut))
+    assert result.output.pixels.shape == (1024, 1024, 3)
+    assert result.face_count == 1
+
+
+def test_sixteen_bit_photo_stays_sixteen_bit(enhancer: Enhancer, astronaut: np.ndarray) -> None:
+    deep = astronaut.astype(np.uint16) * 257
+    result = enhancer.enhance(Image(pixels=deep, mode="RGB"))
+    assert result.output.pixels.dtype == np.uint16
+    assert result.face_count == 1
+    far = far_from_face_mask(astronaut.shape, ASTRONAUT_FACE_BOX, 0.6)
+    assert np.array_equal(result.output.pixels[far], deep[far])
+
+
+def test_aligned_mode_restores_the_whole_crop_and_keeps_its_size(store, astronaut: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+    crop = np.ascontiguousarray(astronaut[40:200, 150:310])  # 160x160 "aligned" face crop
+    result = Enhancer(EnhanceSettings(aligned=True, color_correction=False), store).enhance(Image(pixels=crop))
+    assert result.output.pixels.shape == crop.shape
+    assert np.abs(result.output.pixels.astype(int) - crop).mean() > 0.5
+
+
+def test_alpha_is_kept_untouched(enhancer: Enhancer, astronaut: np.ndarray) -> None:
+    alpha = np.tile(np.linspace(0, 255, 512, dtype=np.uint8), (512, 1))
+    result = enhancer.enhance(Image(pixels=astronaut, alpha=alpha, mode="RGBA"))
+    assert result.output.alpha is not None and np.array_equal(result.output.alpha, alpha)
+
+
+def test_photo_without_a_face_comes_back_unchanged(enhancer: Enhancer) -> None:
+    gradient = np.tile(np.linspace(0, 255, 300, dtype=np.uint8)[:, None], (1, 400))
+    pixels = np.dstack([gradient] * 3)
+    result = enhancer.enhance(Image(pixels=pixels))
+    assert result.face_count == 0
+    assert np.array_equal(result.output.pixels, pixels)
+
+
+def test_only_largest_and_min_face(store, astronaut: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+    import cv2
+
+    canvas = np.full((700, 1100, 3), 128, np.uint8)
+    canvas[:512, :512] = astronaut
+    small = cv2.resize(astronaut, (256, 256), interpolation=cv2.INTER_AREA)
+    canvas[300:556, 700:956] = small
+    both = Enhancer(EnhanceSettings(), store).enhance(Image(pixels=canvas))
+    assert both.face_count == 2
+    largest = Enhancer(EnhanceSettings(only_largest=True), store).enhance(Image(pixels=canvas))
+    assert largest.face_count == 1 and largest.faces[0].face.box[0] < 512
+    big_only = Enhancer(EnhanceSettings(min_face=80), store).enhance(Image(pixels=canvas))
+    assert big_only.face_count == 1
+
+
+@pytest.mark.parametrize("bad", [{"fidelity": 1.5}, {"upscale": 3}, {"precision": "int4"}, {"batch_size": 0}])
+def test_bad_settings_are_refused(bad: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        EnhanceSettings(**bad)  # type: ignore[arg-type]
+
+
+def test_settings_are_a_frozen_snapshot() -> None:
+    settings = EnhanceSettings()
+    with pytest.raises(AttributeError):
+        settings.fidelity = 0.2  # type: ignore[misc]
+    assert replace(settings, fidelity=0.2).fidelity == 0.2

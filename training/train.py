@@ -1,0 +1,216 @@
+"""Train restora-lite on degraded face patches.
+
+    python -m training.train --name first --minutes 22
+    python -m training.train --name long --resume runs/first/ckpt-0001234.safetensors --minutes 600
+
+Checkpoints: runs/<name>/ckpt-<step>.safetensors + .json every --ckpt-minutes (and at the end);
+log: runs/<name>/log.jsonl. The learning rate follows a cosine over the --minutes budget (training
+time only, carried across resumes) or over --steps when no budget is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .data import DEFAULT_DATA_DIR, PatchSampler, eval_face_files, load_rgb
+from .degrade import TIERS, apply_degradation, make_pair, seed_for
+from .losses import restoration_loss
+from .model import NetConfig, RestoraLite, count_macs, count_params
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n")[0])
+    p.add_argument("--name", default="run", help="run folder under --runs-dir")
+    p.add_argument("--runs-dir", type=Path, default=REPO / "runs")
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    p.add_argument("--resume", default=None, help="a checkpoint .safetensors, or 'auto' for the run's latest")
+    p.add_argument("--weights-only", action="store_true", help="with --resume: fresh optimizer and schedule")
+    p.add_argument("--minutes", type=float, default=None, help="training-time budget (cosine LR spans it)")
+    p.add_argument("--steps", type=int, default=20000, help="step budget when --minutes is not given")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--patch", type=int, default=128)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--min-lr", type=float, default=2e-5)
+    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--ssim-weight", type=float, default=0.3)
+    p.add_argument("--fft-weight", type=float, default=0.1)
+    p.add_argument("--widths", default="16,32,64,96")
+    p.add_argument("--blocks", type=int, default=3)
+    p.add_argument("--upsample", default="bilinear", choices=["bilinear", "nearest"])
+    p.add_argument("--keep-fraction", type=float, default=0.6, help="sharpest fraction of UTKFace kept")
+    p.add_argument("--ckpt-minutes", type=float, default=5.0)
+    p.add_argument("--keep-ckpts", type=int, default=3)
+    p.add_argument("--log-every", type=int, default=20)
+    p.add_argument("--val-every", type=int, default=250)
+    p.add_argument("--val-faces", type=int, default=6)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def lr_at(progress: float, step: int, args: argparse.Namespace) -> float:
+    if step < args.warmup:
+        return args.lr * (step + 1) / args.warmup
+    progress = min(max(progress, 0.0), 1.0)
+    return args.min_lr + 0.5 * (args.lr - args.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def make_batch(sampler: PatchSampler, rng: np.random.Generator, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    inputs, targets = [], []
+    for _ in range(batch):
+        degraded, target = make_pair(sampler.sample(rng), rng)
+        inputs.append(degraded.transpose(2, 0, 1))
+        targets.append(target.transpose(2, 0, 1))
+    return torch.from_numpy(np.stack(inputs)), torch.from_numpy(np.stack(targets))
+
+
+def validation_set(data_dir: Path, count: int, tier: str = "medium") -> list[tuple[np.ndarray, np.ndarray]]:
+    """Fixed (degraded, clean) 512 px pairs: the same bytes in every run."""
+    pairs = []
+    files = eval_face_files(data_dir)
+    step = max(1, len(files) // max(count, 1))
+    for path in files[::step][:count]:
+        clean = load_rgb(path)
+        rng = np.random.default_rng(seed_for(path.name, tier))
+        pairs.append((apply_degradation(clean, TIERS[tier], rng), clean))
+    return pairs
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((np.clip(a, 0, 1) - b) ** 2))
+    return 10 * math.log10(1.0 / max(mse, 1e-12))
+
+
+@torch.no_grad()
+def validate(model: torch.nn.Module, pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
+    model.eval()
+    gains = []
+    outs = []
+    for degraded, clean in pairs:
+        x = torch.from_numpy(degraded.transpose(2, 0, 1)[None].copy())
+        y = model(x)[0].numpy().transpose(1, 2, 0)
+        outs.append(psnr(y, clean))
+        gains.append(psnr(y, clean) - psnr(degraded, clean))
+    model.train()
+    return {"val_psnr": float(np.mean(outs)), "val_gain_db": float(np.mean(gains))}
+
+
+def train(args: argparse.Namespace) -> Path:
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    run_dir = args.runs_dir / args.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    net = NetConfig(
+        widths=tuple(int(w) for w in args.widths.split(",")),  # type: ignore[arg-type]
+        blocks=args.blocks,
+        upsample=args.upsample,
+    )
+    step, train_seconds = 0, 0.0
+    resume_path: Path | None = None
+    if args.resume == "auto":
+        resume_path = latest_checkpoint(run_dir)
+    elif args.resume:
+        resume_path = Path(args.resume)
+    if resume_path is not None:
+        net = NetConfig.from_dict(json.loads(resume_path.with_suffix(".json").read_text())["net"])
+    model = RestoraLite(net)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    if resume_path is not None:
+        meta = load_checkpoint(resume_path, model, None if args.weights_only else optimizer)
+        if not args.weights_only:
+            step, train_seconds = int(meta["step"]), float(meta["train_seconds"])
+
+    sampler = PatchSampler.from_dir(args.data_dir, args.patch, args.keep_fraction)
+    val_pairs = validation_set(args.data_dir, args.val_faces) if args.val_faces > 0 else []
+    log = (run_dir / "log.jsonl").open("a")
+
+    def write(record: dict[str, Any]) -> None:
+        log.write(json.dumps(record) + "\n")
+        log.flush()
+
+    write({
+        "event": "start", "step": step, "resume": str(resume_path) if resume_path else None,
+        "net": net.to_dict(), "params": count_params(model), "gmacs_512": count_macs(model) / 1e9,
+        "faces": len(sampler.face_files), "hq_faces": len(sampler.hq_images), "args": {
+            k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
+        },
+    })
+
+    def checkpoint() -> Path:
+        path = run_dir / f"ckpt-{step:07d}.safetensors"
+        save_checkpoint(path, model, optimizer, {
+            "step": step, "train_seconds": train_seconds, "net": net.to_dict(),
+            "params": count_params(model), "args": {k: str(v) for k, v in vars(args).items()},
+        })
+        for old in sorted(run_dir.glob("ckpt-*.safetensors"))[: -args.keep_ckpts]:
+            old.unlink(missing_ok=True)
+            old.with_suffix(".json").unlink(missing_ok=True)
+        write({"event": "checkpoint", "step": step, "path": str(path)})
+        return path
+
+    budget = args.minutes * 60 if args.minutes else None
+    session_start = time.monotonic()
+    last_ckpt = session_start
+    running: dict[str, float] = {}
+    path = None
+    model.train()
+    while True:
+        progress = train_seconds / budget if budget else step / args.steps
+        if progress >= 1.0:
+            break
+        t0 = time.monotonic()
+        lr = lr_at(progress, step, args)
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        # Seeded by step: a resumed run sees the same batches it would have seen.
+        rng = np.random.default_rng([args.seed, step])
+        x, y = make_batch(sampler, rng, args.batch)
+        out = model(x)
+        loss, parts = restoration_loss(out, y, args.ssim_weight, args.fft_weight)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        train_seconds += time.monotonic() - t0
+        for k, v in parts.items():
+            running[k] = running.get(k, 0.0) + v
+        if step % args.log_every == 0:
+            write({
+                "step": step, "lr": lr, "train_seconds": round(train_seconds, 1),
+                "s_per_step": round(train_seconds / max(step, 1), 3),
+                **{k: round(v / args.log_every, 5) for k, v in running.items()},
+            })
+            running = {}
+        if val_pairs and step % args.val_every == 0:
+            write({"step": step, **validate(model, val_pairs)})
+        if time.monotonic() - last_ckpt >= args.ckpt_minutes * 60:
+            path = checkpoint()
+            last_ckpt = time.monotonic()
+    path = checkpoint()
+    if val_pairs:
+        write({"step": step, "event": "end", **validate(model, val_pairs)})
+    log.close()
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    print(train(parse_args(argv)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
