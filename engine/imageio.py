@@ -217,8 +217,11 @@ def _decode(handle: IO[bytes], source: Path, max_pixels: int) -> Image:
 
     upright = _UPRIGHT.get(orientation)
     if upright is not None:
-        pixels = np.ascontiguousarray(upright(pixels))
-        alpha = None if alpha is None else np.ascontiguousarray(upright(alpha))
+        pixels = upright(pixels)
+        alpha = None if alpha is None else upright(alpha)
+    # Pillow's arrays can be read-only views; callers get plain, writable, C-ordered arrays.
+    pixels = np.require(pixels, requirements=("C", "W"))
+    alpha = None if alpha is None else np.require(alpha, requirements=("C", "W"))
     return Image(
         pixels=pixels,
         alpha=alpha,
@@ -254,7 +257,7 @@ def _open_lazily(handle: IO[bytes], source: Path) -> tuple[PIL.ImageFile.ImageFi
             return factory(handle, str(source)), None
         except PIL.Image.DecompressionBombError as error:
             raise ImageTooLargeError(f"{source}: {_one_line(error)}") from None
-        except (SyntaxError, IndexError, TypeError, ValueError, struct.error, EOFError) as error:
+        except (OSError, SyntaxError, IndexError, TypeError, ValueError, struct.error, EOFError) as error:
             # The signature matched but the header is broken; like Image.open, try the others.
             failure = failure or _decode_failure(name, error)
     return None, failure

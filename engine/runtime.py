@@ -97,7 +97,9 @@ def _first_line(error: BaseException) -> str:
     return text[0] if text else type(error).__name__
 
 
-def create_session(path: Path | str, provider: str = "auto", threads: int | None = None) -> ort.InferenceSession:
+def create_session(
+    path: Path | str, provider: str = "auto", threads: int | None = None
+) -> ort.InferenceSession:
     """Open an ONNX file with the chosen provider (falling back to CPU).
 
     Raises ModelNotFoundError when the file is missing, ModelFormatError when onnxruntime
@@ -116,8 +118,12 @@ def create_session(path: Path | str, provider: str = "auto", threads: int | None
             try:
                 return ort.InferenceSession(str(path), sess_options=session_options(threads), providers=[CPU])
             except Exception as cpu_error:
-                raise ModelFormatError(f"{path.name} cannot be loaded by onnxruntime: {_first_line(cpu_error)}") from cpu_error
-        raise ModelFormatError(f"{path.name} cannot be loaded by onnxruntime: {_first_line(first_error)}") from first_error
+                raise ModelFormatError(
+                    f"{path.name} cannot be loaded by onnxruntime: {_first_line(cpu_error)}"
+                ) from cpu_error
+        raise ModelFormatError(
+            f"{path.name} cannot be loaded by onnxruntime: {_first_line(first_error)}"
+        ) from first_error
 
 
 def provider_used(session: ort.InferenceSession) -> str:
@@ -135,7 +141,9 @@ def session_info(session: ort.InferenceSession, requested: str = "auto") -> Sess
     return SessionInfo(providers=active, provider=provider_used(session), note=note)
 
 
-def make_session_factory(provider: str = "auto", threads: int | None = None) -> Callable[[Path], ort.InferenceSession]:
+def make_session_factory(
+    provider: str = "auto", threads: int | None = None
+) -> Callable[[Path], ort.InferenceSession]:
     """A ``path -> session`` callable with fixed provider and threads (for detectors)."""
     resolve_providers(provider)  # fail early on a bad choice
 

@@ -107,7 +107,8 @@ def validate(model: torch.nn.Module, pairs: list[tuple[np.ndarray, np.ndarray]])
     return {"val_psnr": float(np.mean(outs)), "val_gain_db": float(np.mean(gains))}
 
 
-def train(args: argparse.Namespace) -> Path:
+def train(args: argparse.Namespace, sampler: PatchSampler | None = None) -> Path:
+    """Runs until the budget is spent; returns the last checkpoint. ``sampler`` overrides --data-dir."""
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     run_dir = args.runs_dir / args.name
@@ -133,7 +134,8 @@ def train(args: argparse.Namespace) -> Path:
         if not args.weights_only:
             step, train_seconds = int(meta["step"]), float(meta["train_seconds"])
 
-    sampler = PatchSampler.from_dir(args.data_dir, args.patch, args.keep_fraction)
+    if sampler is None:
+        sampler = PatchSampler.from_dir(args.data_dir, args.patch, args.keep_fraction)
     val_pairs = validation_set(args.data_dir, args.val_faces) if args.val_faces > 0 else []
     log = (run_dir / "log.jsonl").open("a")
 

@@ -113,8 +113,11 @@ class BlazeFaceDetector:
         interpolation = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
         resized = cv2.resize(square, (size, size), interpolation=interpolation)
         blob = (resized.astype(np.float32) * (1.0 / 127.5) - 1.0).transpose(2, 0, 1)[None]
-        raw, logits = (r.reshape(NUM_ANCHORS, -1) for r in self._session.run(self._outputs, {self._input: blob}))
-        scores = 1.0 / (1.0 + np.exp(-np.clip(logits[:, 0], -100.0, 100.0)))
+        raw, logits = (
+            r.reshape(NUM_ANCHORS, -1) for r in self._session.run(self._outputs, {self._input: blob})
+        )
+        # float64: exp(100) overflows float32.
+        scores = 1.0 / (1.0 + np.exp(-np.clip(logits[:, 0].astype(np.float64), -100.0, 100.0)))
         keep = np.nonzero(scores >= self.score_threshold)[0]
         if keep.size == 0:
             return []

@@ -76,7 +76,10 @@ class SCRFDDetector:
 
         boxes_all, scores_all, points_all = [], [], []
         per_stride = zip(
-            STRIDES, by_anchor_count(self._scores), by_anchor_count(self._boxes), by_anchor_count(self._kps),
+            STRIDES,
+            by_anchor_count(self._scores),
+            by_anchor_count(self._boxes),
+            by_anchor_count(self._kps),
             strict=True,
         )
         for stride, score, dist, kps in per_stride:
@@ -96,7 +99,11 @@ class SCRFDDetector:
             scores_all.append(score[keep, 0])
         if not boxes_all:
             return []
-        boxes, scores, points = np.concatenate(boxes_all), np.concatenate(scores_all), np.concatenate(points_all)
+        boxes, scores, points = (
+            np.concatenate(boxes_all),
+            np.concatenate(scores_all),
+            np.concatenate(points_all),
+        )
         keep = nms(boxes, scores, self.nms_threshold)
         return faces_from_arrays(boxes[keep], scores[keep], points[keep], scale=scale)
 

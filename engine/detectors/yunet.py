@@ -79,7 +79,9 @@ class YuNetDetector:
             cls = outputs[f"cls_{stride}"].reshape(-1)
             obj = outputs[f"obj_{stride}"].reshape(-1)
             if cls.size != rows * cols:
-                raise ModelFormatError(f"{self.name}: cls_{stride} has {cls.size} cells, expected {rows * cols}")
+                raise ModelFormatError(
+                    f"{self.name}: cls_{stride} has {cls.size} cells, expected {rows * cols}"
+                )
             score = np.sqrt(np.clip(cls, 0, 1) * np.clip(obj, 0, 1))
             keep = np.nonzero(score >= self.score_threshold)[0]
             if keep.size == 0:
@@ -94,7 +96,11 @@ class YuNetDetector:
             scores_all.append(score[keep])
         if not boxes_all:
             return []
-        boxes, scores, points = np.concatenate(boxes_all), np.concatenate(scores_all), np.concatenate(points_all)
+        boxes, scores, points = (
+            np.concatenate(boxes_all),
+            np.concatenate(scores_all),
+            np.concatenate(points_all),
+        )
         keep = nms(boxes, scores, self.nms_threshold)
         return faces_from_arrays(boxes[keep], scores[keep], points[keep], scale=scale)
 

@@ -45,9 +45,15 @@ RESTORER_CONVENTIONS: dict[str, RestorerConvention] = {
     # Restora's own model (training/): the lead's default is [0, 1] RGB with plain names.
     "restora": RestorerConvention("restora", "input", "output", (0.0, 1.0), "rgb", None, "ffhq", ()),
     "gfpgan": RestorerConvention("gfpgan", "input", None, (-1.0, 1.0), "rgb", None, "ffhq", (512,)),
-    "gpen": RestorerConvention("gpen", "input", None, (-1.0, 1.0), "rgb", None, "ffhq", (256, 512, 1024, 2048)),
-    "codeformer": RestorerConvention("codeformer", "input", None, (-1.0, 1.0), "rgb", "weight", "ffhq", (512,)),
-    "restoreformer": RestorerConvention("restoreformer", "input", None, (-1.0, 1.0), "rgb", None, "ffhq", (512,)),
+    "gpen": RestorerConvention(
+        "gpen", "input", None, (-1.0, 1.0), "rgb", None, "ffhq", (256, 512, 1024, 2048)
+    ),
+    "codeformer": RestorerConvention(
+        "codeformer", "input", None, (-1.0, 1.0), "rgb", "weight", "ffhq", (512,)
+    ),
+    "restoreformer": RestorerConvention(
+        "restoreformer", "input", None, (-1.0, 1.0), "rgb", None, "ffhq", (512,)
+    ),
 }
 
 DETECTOR_ARCHES = ("mtcnn", "yunet", "scrfd", "retinaface", "blazeface", "ultraface", "yolo5face")
@@ -73,10 +79,14 @@ def describe(tensors: Sequence[TensorInfo]) -> str:
     def dim(d: Dim) -> str:
         return str(d) if isinstance(d, int) else "?"
 
-    return ", ".join(
-        f"{t.name}[{','.join(dim(d) for d in t.shape)}] {t.dtype.removeprefix('tensor(').removesuffix(')')}"
-        for t in tensors
-    ) or "nothing"
+    return (
+        ", ".join(
+            f"{t.name}[{','.join(dim(d) for d in t.shape)}] "
+            f"{t.dtype.removeprefix('tensor(').removesuffix(')')}"
+            for t in tensors
+        )
+        or "nothing"
+    )
 
 
 def _is_image_nchw(t: TensorInfo) -> bool:
@@ -104,7 +114,7 @@ def _last_dims(outputs: Sequence[TensorInfo]) -> list[Dim]:
 
 def _detect_detector(inputs: Sequence[TensorInfo], outputs: Sequence[TensorInfo]) -> str | None:
     names = {t.name for t in outputs}
-    last = sorted((d for d in _last_dims(outputs) if isinstance(d, int)))
+    last = sorted(d for d in _last_dims(outputs) if isinstance(d, int))
     if {"cls_8", "obj_8", "bbox_8", "kps_8"} <= names:
         return "yunet"
     if len(outputs) == 9 and last == [1, 1, 1, 4, 4, 4, 10, 10, 10]:
@@ -113,7 +123,11 @@ def _detect_detector(inputs: Sequence[TensorInfo], outputs: Sequence[TensorInfo]
         return "retinaface"
     if len(outputs) == 2 and last == [2, 4] and all(len(t.shape) == 3 for t in outputs):
         return "ultraface"
-    if len(outputs) == 2 and last == [1, 16] and all(len(t.shape) == 3 and t.shape[1] == 896 for t in outputs):
+    if (
+        len(outputs) == 2
+        and last == [1, 16]
+        and all(len(t.shape) == 3 and t.shape[1] == 896 for t in outputs)
+    ):
         return "blazeface"
     if len(outputs) == 1 and len(outputs[0].shape) == 3 and outputs[0].shape[-1] == 16:
         return "yolo5face"

@@ -26,7 +26,9 @@ def _numpy_type(onnx_type: str, what: str, model: str) -> type[np.generic]:
     try:
         return _NUMPY_TYPES[onnx_type]
     except KeyError:
-        raise ModelFormatError(f"{model}: {what} has type {onnx_type}; expected float, float16 or double") from None
+        raise ModelFormatError(
+            f"{model}: {what} has type {onnx_type}; expected float, float16 or double"
+        ) from None
 
 
 class OnnxRestorer:
@@ -46,20 +48,27 @@ class OnnxRestorer:
         self.weight_name: str | None = spec.weight_input
         if self.weight_name is not None and self.weight_name not in inputs:
             raise ModelFormatError(
-                f"{name}: manifest weight input {self.weight_name!r} is not in the graph (inputs: {', '.join(inputs)})"
+                f"{name}: manifest weight input {self.weight_name!r} is not in the graph "
+                f"(inputs: {', '.join(inputs)})"
             )
         image_candidates = [i for i in inputs.values() if i.name != self.weight_name]
         if spec.input is not None:
             if spec.input not in inputs:
-                raise ModelFormatError(f"{name}: manifest input {spec.input!r} is not in the graph (inputs: {', '.join(inputs)})")
+                raise ModelFormatError(
+                    f"{name}: manifest input {spec.input!r} is not in the graph (inputs: {', '.join(inputs)})"
+                )
             image = inputs[spec.input]
         elif len(image_candidates) == 1:
             image = image_candidates[0]
         else:
-            raise ModelFormatError(f"{name}: cannot tell the image input among {', '.join(inputs)}; set 'input' in the manifest")
+            raise ModelFormatError(
+                f"{name}: cannot tell the image input among {', '.join(inputs)}; set 'input' in the manifest"
+            )
         extra = [n for n in inputs if n not in (image.name, self.weight_name)]
         if extra:
-            raise ModelFormatError(f"{name}: graph needs inputs {', '.join(extra)} that the manifest does not describe")
+            raise ModelFormatError(
+                f"{name}: graph needs inputs {', '.join(extra)} that the manifest does not describe"
+            )
         if len(image.shape) != 4 or image.shape[1] != 3:
             raise ModelFormatError(f"{name}: input {image.name} has shape {image.shape}; expected [N,3,S,S]")
 
@@ -73,10 +82,14 @@ class OnnxRestorer:
         if isinstance(h, int) and isinstance(w, int) and h != w:
             raise ModelFormatError(f"{name}: input {image.name} is {h}x{w}; restorers take square crops")
         if graph_size is not None and spec.size is not None and graph_size != spec.size:
-            raise ModelFormatError(f"{name}: graph input is {graph_size}x{graph_size} but the manifest says size {spec.size}")
+            raise ModelFormatError(
+                f"{name}: graph input is {graph_size}x{graph_size} but the manifest says size {spec.size}"
+            )
         size = graph_size if graph_size is not None else spec.size
         if size is None:
-            raise ModelFormatError(f"{name}: the graph has a dynamic input size and the manifest gives no 'size'")
+            raise ModelFormatError(
+                f"{name}: the graph has a dynamic input size and the manifest gives no 'size'"
+            )
         self.size: int = size
 
         self.weight_type: type[np.generic] | None = None
@@ -98,7 +111,10 @@ class OnnxRestorer:
         names = [o.name for o in outputs]
         if self.spec.output is not None:
             if self.spec.output not in names:
-                raise ModelFormatError(f"{name}: manifest output {self.spec.output!r} is not in the graph (outputs: {', '.join(names)})")
+                raise ModelFormatError(
+                    f"{name}: manifest output {self.spec.output!r} is not in the graph "
+                    f"(outputs: {', '.join(names)})"
+                )
             return self.spec.output
         if len(outputs) == 1:
             return outputs[0].name
@@ -111,7 +127,9 @@ class OnnxRestorer:
         for output in outputs:
             if is_image(list(output.shape)):
                 return output.name
-        raise ModelFormatError(f"{name}: no output shaped [N,3,{self.size},{self.size}] among {', '.join(names)}")
+        raise ModelFormatError(
+            f"{name}: no output shaped [N,3,{self.size},{self.size}] among {', '.join(names)}"
+        )
 
     @property
     def has_native_weight(self) -> bool:
@@ -130,7 +148,9 @@ class OnnxRestorer:
         """
         s = self.size
         if crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[1:] != (s, s, 3):
-            raise ValueError(f"{self.spec.key} expects (N,{s},{s},3) uint8 crops, got {crops.shape} {crops.dtype}")
+            raise ValueError(
+                f"{self.spec.key} expects (N,{s},{s},3) uint8 crops, got {crops.shape} {crops.dtype}"
+            )
         n = crops.shape[0]
         if n == 0:
             return np.empty((0, s, s, 3), np.uint8)
@@ -164,7 +184,9 @@ class OnnxRestorer:
     def _to_crops(self, y: np.ndarray) -> np.ndarray:
         lo, hi = self.range
         if y.ndim != 4 or y.shape[1] != 3:
-            raise ModelFormatError(f"{self.spec.key}: output {self.output_name} has shape {y.shape}; expected [N,3,S,S]")
+            raise ModelFormatError(
+                f"{self.spec.key}: output {self.output_name} has shape {y.shape}; expected [N,3,S,S]"
+            )
         img = (y.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / (hi - lo))
         img = np.clip(img, 0.0, 255.0).transpose(0, 2, 3, 1)
         if self.bgr:

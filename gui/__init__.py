@@ -1,0 +1,1 @@
+"""Restora's desktop app: a PySide6 shell over the ``engine`` API (no engine internals here)."""

