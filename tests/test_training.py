@@ -29,7 +29,10 @@ def astronaut_face(size: int = 512) -> np.ndarray:
 
 def astronaut_patches(count: int, size: int) -> list[np.ndarray]:
     img = skdata.astronaut().astype(np.float32) / 255.0
-    return [np.ascontiguousarray(img[20 + 30 * i : 20 + 30 * i + size, 150 + 20 * i : 150 + 20 * i + size]) for i in range(count)]
+    return [
+        np.ascontiguousarray(img[20 + 30 * i : 20 + 30 * i + size, 150 + 20 * i : 150 + 20 * i + size])
+        for i in range(count)
+    ]
 
 
 # --- degradation (numpy only) ---
@@ -105,8 +108,24 @@ def test_two_training_steps_then_resume(tmp_path: Path) -> None:
     from training.checkpoint import latest_checkpoint, load_meta
     from training.train import parse_args, train
 
-    common = ["--name", "smoke", "--runs-dir", str(tmp_path), "--batch", "2", "--patch", "64",
-              "--val-faces", "0", "--warmup", "1", "--widths", "8,8,16,16", "--blocks", "1"]
+    common = [
+        "--name",
+        "smoke",
+        "--runs-dir",
+        str(tmp_path),
+        "--batch",
+        "2",
+        "--patch",
+        "64",
+        "--val-faces",
+        "0",
+        "--warmup",
+        "1",
+        "--widths",
+        "8,8,16,16",
+        "--blocks",
+        "1",
+    ]
     first = train(parse_args([*common, "--steps", "2"]), smoke_sampler(64))
     meta = load_meta(first)
     assert meta["step"] == 2

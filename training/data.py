@@ -97,9 +97,7 @@ def random_crop(img: np.ndarray, patch: int, rng: np.random.Generator) -> np.nda
     h, w = img.shape[:2]
     if h < patch or w < patch:
         # Only for tiny test images: pad by reflection rather than upscale.
-        img = cv2.copyMakeBorder(
-            img, 0, max(0, patch - h), 0, max(0, patch - w), cv2.BORDER_REFLECT_101
-        )
+        img = cv2.copyMakeBorder(img, 0, max(0, patch - h), 0, max(0, patch - w), cv2.BORDER_REFLECT_101)
         h, w = img.shape[:2]
     y = int(rng.integers(0, h - patch + 1))
     x = int(rng.integers(0, w - patch + 1))

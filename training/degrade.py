@@ -38,7 +38,9 @@ class Degradation:
 TIERS: dict[str, Degradation] = {
     "mild": Degradation(blur_sigma=1.0, downscale=2.0, noise_sigma=3 / 255, jpeg_quality=85),
     "medium": Degradation(blur_sigma=2.0, downscale=4.0, noise_sigma=8 / 255, jpeg_quality=60),
-    "severe": Degradation(blur_sigma=3.0, motion_length=5, downscale=8.0, noise_sigma=12 / 255, jpeg_quality=40),
+    "severe": Degradation(
+        blur_sigma=3.0, motion_length=5, downscale=8.0, noise_sigma=12 / 255, jpeg_quality=40
+    ),
 }
 
 
@@ -101,7 +103,7 @@ def motion_kernel(length: int, angle: float) -> np.ndarray:
     rad = np.deg2rad(angle)
     dx, dy = np.cos(rad), np.sin(rad)
     for t in np.linspace(-c, c, 2 * length):
-        k[int(round(c + t * dy)), int(round(c + t * dx))] = 1.0
+        k[round(c + t * dy), round(c + t * dx)] = 1.0
     return k / k.sum()
 
 
@@ -114,14 +116,16 @@ def apply_degradation(img: np.ndarray, d: Degradation, rng: np.random.Generator)
     if d.blur_sigma > 0:
         out = cv2.GaussianBlur(out, (0, 0), d.blur_sigma, borderType=cv2.BORDER_REFLECT)
     if d.motion_length >= 2:
-        out = cv2.filter2D(out, -1, motion_kernel(d.motion_length, d.motion_angle), borderType=cv2.BORDER_REFLECT)
+        out = cv2.filter2D(
+            out, -1, motion_kernel(d.motion_length, d.motion_angle), borderType=cv2.BORDER_REFLECT
+        )
     if d.downscale > 1.0:
         sw, sh = max(4, round(w / d.downscale)), max(4, round(h / d.downscale))
         out = cv2.resize(out, (sw, sh), interpolation=RESIZE_MODES[int(rng.integers(len(RESIZE_MODES)))])
     if d.poisson_peak > 0:
         out = rng.poisson(np.clip(out, 0, 1) * d.poisson_peak).astype(np.float32) / d.poisson_peak
     if d.noise_sigma > 0:
-        shape = out.shape[:2] + (1,) if d.grayscale else out.shape
+        shape = (*out.shape[:2], 1) if d.grayscale else out.shape
         out = out + rng.normal(0.0, d.noise_sigma, size=shape).astype(np.float32)
     out8 = np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8)
     if d.jpeg_quality > 0:

@@ -14,8 +14,8 @@ import argparse
 import json
 import math
 import time
-from dataclasses import asdict
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import cv2
@@ -124,8 +124,8 @@ def markdown_table(result: dict[str, dict[str, dict[str, float]]]) -> str:
         base = methods["input"]
         for method, s in methods.items():
             lines.append(
-                f"| {tier} | {method} | {s['psnr']:.2f} | {s['psnr'] - base['psnr']:+.2f} | {s['ssim']:.3f} | "
-                f"{s['ssim'] - base['ssim']:+.3f} | {s['detail']:.2f} |"
+                f"| {tier} | {method} | {s['psnr']:.2f} | {s['psnr'] - base['psnr']:+.2f} | "
+                f"{s['ssim']:.3f} | {s['ssim'] - base['ssim']:+.3f} | {s['detail']:.2f} |"
             )
     return "\n".join(lines)
 
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.bench:
         ms = {name: bench(s) for name, s in sessions.items()}
         report["ms_per_face"] = {"threads": args.threads, "batch": 1, **ms}
-        table += "\n\n| model | ms per 512 px face (batch 1, %d threads) |\n|---|---:|\n" % args.threads
+        table += f"\n\n| model | ms per 512 px face (batch 1, {args.threads} threads) |\n|---|---:|\n"
         table += "\n".join(f"| {k} | {v:.1f} |" for k, v in ms.items())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")

@@ -109,30 +109,33 @@ def manifest_entries(out_dir: Path, params: int, gmacs: float, step: int) -> lis
     entries: list[dict[str, object]] = []
     for precision in ("fp32", "fp16", "int8"):
         file = f"{NAME}-{precision}.onnx"
-        entries.append({
-            "name": NAME,
-            "family": "restorer",
-            "arch": "restora",
-            "file": file,
-            "sha256": sha256_of(out_dir / file),
-            "url": None,
-            "precision": precision,
-            "size": SIZE,
-            "template": "ffhq",
-            "input": "input",
-            "output": "output",
-            "range": [0.0, 1.0],
-            "channel_order": "rgb",
-            "weight_input": None,
-            "default_fidelity": 0.3,
-            "license": LICENSE,
-            "source": "trained by training/ in this repository",
-            "description": (
-                f"Restora's own small face restorer: residual U-Net of 3x3 convs, {params / 1e6:.2f} M params, "
-                f"{gmacs:.2f} GMACs per 512 px face, {precision.upper()}, {step} training steps; "
-                "see assets/models/MODEL_CARD.md"
-            ),
-        })
+        entries.append(
+            {
+                "name": NAME,
+                "family": "restorer",
+                "arch": "restora",
+                "file": file,
+                "sha256": sha256_of(out_dir / file),
+                "url": None,
+                "precision": precision,
+                "size": SIZE,
+                "template": "ffhq",
+                "input": "input",
+                "output": "output",
+                "range": [0.0, 1.0],
+                "channel_order": "rgb",
+                "weight_input": None,
+                "default_fidelity": 0.3,
+                "license": LICENSE,
+                "source": "trained by training/ in this repository",
+                "description": (
+                    "Restora's own small face restorer: residual U-Net of 3x3 convs, "
+                    f"{params / 1e6:.2f} M params, {gmacs:.2f} GMACs per 512 px face, "
+                    f"{precision.upper()}, {step} training steps; "
+                    "see assets/models/MODEL_CARD.md"
+                ),
+            }
+        )
     return entries
 
 
@@ -146,7 +149,9 @@ def export_all(checkpoint: Path, out_dir: Path, data_dir: Path, calib_count: int
     export_int8(fp32, int8, calibration_faces(data_dir, calib_count))
     manifest = {
         "version": 1,
-        "models": manifest_entries(out_dir, count_params(model), count_macs(model, SIZE) / 1e9, int(meta["step"])),
+        "models": manifest_entries(
+            out_dir, count_params(model), count_macs(model, SIZE) / 1e9, int(meta["step"])
+        ),
     }
     (out_dir / "restora.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return [fp32, fp16, int8, out_dir / "restora.json"]
@@ -154,7 +159,9 @@ def export_all(checkpoint: Path, out_dir: Path, data_dir: Path, calib_count: int
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.export", description=__doc__.split("\n")[0])
-    p.add_argument("--checkpoint", type=Path, required=True, help="a ckpt-*.safetensors (its .json beside it)")
+    p.add_argument(
+        "--checkpoint", type=Path, required=True, help="a ckpt-*.safetensors (its .json beside it)"
+    )
     p.add_argument("--out", type=Path, default=REPO / "assets" / "models")
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="for INT8 calibration faces")
     p.add_argument("--calib", type=int, default=64, help="number of calibration faces")

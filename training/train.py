@@ -67,7 +67,9 @@ def lr_at(progress: float, step: int, args: argparse.Namespace) -> float:
     return args.min_lr + 0.5 * (args.lr - args.min_lr) * (1 + math.cos(math.pi * progress))
 
 
-def make_batch(sampler: PatchSampler, rng: np.random.Generator, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+def make_batch(
+    sampler: PatchSampler, rng: np.random.Generator, batch: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     inputs, targets = [], []
     for _ in range(batch):
         degraded, target = make_pair(sampler.sample(rng), rng)
@@ -143,20 +145,34 @@ def train(args: argparse.Namespace, sampler: PatchSampler | None = None) -> Path
         log.write(json.dumps(record) + "\n")
         log.flush()
 
-    write({
-        "event": "start", "step": step, "resume": str(resume_path) if resume_path else None,
-        "net": net.to_dict(), "params": count_params(model), "gmacs_512": count_macs(model) / 1e9,
-        "faces": len(sampler.face_files), "hq_faces": len(sampler.hq_images), "args": {
-            k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
-        },
-    })
+    write(
+        {
+            "event": "start",
+            "step": step,
+            "resume": str(resume_path) if resume_path else None,
+            "net": net.to_dict(),
+            "params": count_params(model),
+            "gmacs_512": count_macs(model) / 1e9,
+            "faces": len(sampler.face_files),
+            "hq_faces": len(sampler.hq_images),
+            "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        }
+    )
 
     def checkpoint() -> Path:
         path = run_dir / f"ckpt-{step:07d}.safetensors"
-        save_checkpoint(path, model, optimizer, {
-            "step": step, "train_seconds": train_seconds, "net": net.to_dict(),
-            "params": count_params(model), "args": {k: str(v) for k, v in vars(args).items()},
-        })
+        save_checkpoint(
+            path,
+            model,
+            optimizer,
+            {
+                "step": step,
+                "train_seconds": train_seconds,
+                "net": net.to_dict(),
+                "params": count_params(model),
+                "args": {k: str(v) for k, v in vars(args).items()},
+            },
+        )
         for old in sorted(run_dir.glob("ckpt-*.safetensors"))[: -args.keep_ckpts]:
             old.unlink(missing_ok=True)
             old.with_suffix(".json").unlink(missing_ok=True)
@@ -191,11 +207,15 @@ def train(args: argparse.Namespace, sampler: PatchSampler | None = None) -> Path
         for k, v in parts.items():
             running[k] = running.get(k, 0.0) + v
         if step % args.log_every == 0:
-            write({
-                "step": step, "lr": lr, "train_seconds": round(train_seconds, 1),
-                "s_per_step": round(train_seconds / max(step, 1), 3),
-                **{k: round(v / args.log_every, 5) for k, v in running.items()},
-            })
+            write(
+                {
+                    "step": step,
+                    "lr": lr,
+                    "train_seconds": round(train_seconds, 1),
+                    "s_per_step": round(train_seconds / max(step, 1), 3),
+                    **{k: round(v / args.log_every, 5) for k, v in running.items()},
+                }
+            )
             running = {}
         if val_pairs and step % args.val_every == 0:
             write({"step": step, **validate(model, val_pairs)})
