@@ -2,7 +2,7 @@
 
 import sys
 
-from engine.cli import run
+from engine.cli import main
 
 if __name__ == "__main__":
-    sys.exit(run())
+    sys.exit(int(main()))

@@ -18,6 +18,8 @@ from enum import IntEnum
 from pathlib import Path
 from typing import TextIO
 
+from rich.progress import Progress, TaskID
+
 from engine.batch import (
     OUTPUT_FORMATS,
     BatchOptions,
@@ -36,8 +38,8 @@ from engine.pipeline import (
     PROVIDERS,
     UPSCALES,
     CancelToken,
-    EnhanceSettings,
     Enhancer,
+    EnhanceSettings,
     detect_faces,
     load_detector,
 )
@@ -255,19 +257,13 @@ class _ProgressReporter:
         self.env = env
         self.quiet = quiet
         self.total = total
-        self._bar = None
-        self._task = None
+        self._bar: Progress | None = None
+        self._task: TaskID | None = None
 
     def __enter__(self) -> _ProgressReporter:
         if not self.quiet and self.env.stderr_isatty:
             from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-            )
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
             self._bar = Progress(
                 TextColumn("[bold]restoring"), BarColumn(), MofNCompleteColumn(),
@@ -368,7 +364,9 @@ def _models(args: argparse.Namespace, env: Environment) -> ExitStatus:
                   file=env.stdout)
         return ExitStatus.OK
     if args.action == "info":
-        for precision in store.precisions(args.name) or [None]:
+        if not store.precisions(args.name):
+            store.get(args.name)  # raises ModelNotFoundError listing the known names
+        for precision in store.precisions(args.name):
             spec = store.get(args.name, precision)
             status = store.status(spec)
             print(f"{spec.name} ({spec.precision}): {spec.family}, arch {spec.arch}", file=env.stdout)
@@ -413,7 +411,7 @@ def _short(text: str, limit: int) -> str:
 
 def _gui(env: Environment) -> ExitStatus:
     try:
-        from gui.app import main as gui_main  # type: ignore[import-not-found]
+        from gui.app import main as gui_main
     except ImportError as error:
         raise UsageError(
             f"the desktop app is not available ({error}); install it with `pip install restora[gui]`, "

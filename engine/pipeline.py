@@ -186,7 +186,7 @@ class Enhancer:
         self.settings = settings
         self.store = store if store is not None else ModelStore.default()
         self.notes: list[str] = []
-        providers, note = resolve_providers(settings.provider)
+        _, note = resolve_providers(settings.provider)
         if note:
             self.notes.append(note)
         self.precision = resolve_precision(self.store, settings.model, settings.precision, settings.provider)

@@ -54,7 +54,7 @@ def store():  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def enhancer(store):  # type: ignore[no-untyped-def]
     """The shipped defaults (restora-lite + MTCNN), loaded once for the whole session."""
-    from engine.pipeline import EnhanceSettings, Enhancer
+    from engine.pipeline import Enhancer, EnhanceSettings
 
     return Enhancer(EnhanceSettings(color_correction=False), store)
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from engine.imageio import Image
-from engine.pipeline import ComposeOptions, EnhanceSettings, Enhancer, compose
+from engine.pipeline import ComposeOptions, Enhancer, EnhanceSettings, compose
 from tests.conftest import ASTRONAUT_FACE_BOX, box_iou
 from tests.helpers import far_from_face_mask
 
