@@ -217,7 +217,8 @@ def _format_size(size: int | None) -> str:
 def describe_item(item: QueueItem) -> str:
     """The second line of a row: faces, time, size or the error."""
     if item.status == Status.ERROR and item.error:
-        return item.error
+        # Engine messages name the file; the row already does.
+        return item.error.removeprefix(f"{item.path}: ").removeprefix(f"{item.name}: ")
     parts = []
     if item.faces is not None:
         parts.append("1 face" if item.faces == 1 else f"{item.faces} faces")
@@ -267,6 +268,12 @@ class QueueDelegate(QStyledItemDelegate):
             x = thumb_rect.left() + (thumb_rect.width() - scaled.width()) // 2
             y = thumb_rect.top() + (thumb_rect.height() - scaled.height()) // 2
             painter.drawImage(x, y, scaled)
+        else:
+            placeholder = QColor(text_color)
+            placeholder.setAlpha(110)
+            painter.setPen(placeholder)
+            label = "!" if item.status == Status.ERROR else (item.path.suffix.lstrip(".").upper()[:4] or "?")
+            painter.drawText(thumb_rect, Qt.AlignmentFlag.AlignCenter, label)
 
         chip_text = item.status.value
         chip_font = QFont(option.font)  # type: ignore[attr-defined]

@@ -186,6 +186,20 @@ def test_results_sorted_and_in_input_coordinates(name: str, astronaut_rgb: np.nd
     assert max(iou(f.box, moved) for f in faces) >= 0.5
 
 
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_face_filling_the_frame_is_found(name: str, astronaut_rgb: np.ndarray) -> None:
+    # An already-cropped face (what restoration projects' "cropped_faces" folders hold).
+    top, left, side, size = 40, 145, 160, 512
+    crop = cv2.resize(astronaut_rgb[top : top + side, left : left + side], (size, size), interpolation=cv2.INTER_CUBIC)
+    factor = size / side
+    x1, y1, x2, y2 = REFERENCE_BOXES[name]
+    expected = ((x1 - left) * factor, (y1 - top) * factor, (x2 - left) * factor, (y2 - top) * factor)
+    faces = detector(name).detect(np.ascontiguousarray(crop))
+    assert len(faces) == 1, [f.to_dict() for f in faces]
+    assert iou(faces[0].box, expected) >= 0.5, faces[0].to_dict()
+    assert faces[0].landmarks[0, 0] < faces[0].landmarks[1, 0]
+
+
 # -- MTCNN specifics -------------------------------------------------------------------------
 
 

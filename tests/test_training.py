@@ -125,12 +125,15 @@ def test_two_training_steps_then_resume(tmp_path: Path) -> None:
         "8,8,16,16",
         "--blocks",
         "1",
+        "--ema",
+        "0.9",
     ]
     first = train(parse_args([*common, "--steps", "2"]), smoke_sampler(64))
     meta = load_meta(first)
     assert meta["step"] == 2
     tensors = load_file(str(first))
     assert any(k.startswith("optim.") and k.endswith("exp_avg") for k in tensors)
+    assert "ema.tail.weight" in tensors
     # Training moved the zero-initialised residual head.
     assert torch.count_nonzero(tensors["model.tail.weight"]) > 0
 

@@ -18,9 +18,14 @@ def save_checkpoint(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer | None,
     meta: dict[str, Any],
+    ema: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """Writes ``path`` (.safetensors) and ``path.with_suffix('.json')``, each atomically."""
+    """Writes ``path`` (.safetensors) and ``path.with_suffix('.json')``, each atomically.
+
+    ``ema``: an exponential moving average of the model's state dict, stored as ``ema.<key>``."""
     tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    if ema is not None:
+        tensors.update({f"ema.{k}": v.detach().contiguous() for k, v in ema.items()})
     groups: list[dict[str, Any]] = []
     if optimizer is not None:
         sd = optimizer.state_dict()
@@ -60,11 +65,19 @@ def load_checkpoint(
     return meta
 
 
-def load_model(path: Path) -> RestoraLite:
-    """A model in eval mode, built from the config stored beside the weights."""
+def load_ema(path: Path) -> dict[str, torch.Tensor] | None:
+    ema = {k[len("ema.") :]: v for k, v in load_file(str(path)).items() if k.startswith("ema.")}
+    return ema or None
+
+
+def load_model(path: Path, use_ema: bool = True) -> RestoraLite:
+    """A model in eval mode, built from the config stored beside the weights (EMA weights when stored)."""
     meta = load_meta(path)
     model = RestoraLite(NetConfig.from_dict(meta["net"]))
     load_checkpoint(path, model)
+    ema = load_ema(path) if use_ema else None
+    if ema is not None:
+        model.load_state_dict(ema)
     return model.eval()
 
 

@@ -68,13 +68,25 @@ class PatchSampler:
     hq_images: list[np.ndarray]
     patch: int = 128
     hq_fraction: float = 0.15
+    shrink_probability: float = 0.3  # how often a UTKFace face is downscaled (sharper per pixel) first
+    min_shrink: float = 0.7
 
     @staticmethod
-    def from_dir(data_dir: Path, patch: int = 128, keep_fraction: float = 0.6) -> PatchSampler:
+    def from_dir(
+        data_dir: Path,
+        patch: int = 128,
+        keep_fraction: float = 0.6,
+        hq_fraction: float = 0.15,
+        shrink_probability: float = 0.3,
+        min_shrink: float = 0.7,
+    ) -> PatchSampler:
         return PatchSampler(
             face_files=sharp_face_files(data_dir, keep_fraction),
             hq_images=[load_rgb(p) for p in hq_face_files(data_dir)],
             patch=patch,
+            hq_fraction=hq_fraction,
+            shrink_probability=shrink_probability,
+            min_shrink=min_shrink,
         )
 
     def sample(self, rng: np.random.Generator) -> np.ndarray:
@@ -86,8 +98,8 @@ class PatchSampler:
                 img = cv2.resize(img, (side, side), interpolation=cv2.INTER_AREA)
         else:
             img = load_rgb(self.face_files[int(rng.integers(len(self.face_files)))])
-            if rng.random() < 0.3:
-                f = rng.uniform(max(self.patch / min(img.shape[:2]), 0.7), 1.0)
+            if rng.random() < self.shrink_probability:
+                f = rng.uniform(max(self.patch / min(img.shape[:2]), self.min_shrink), 1.0)
                 if f < 1.0:
                     img = cv2.resize(img, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
         return random_crop(img, self.patch, rng)

@@ -38,9 +38,7 @@ class Degradation:
 TIERS: dict[str, Degradation] = {
     "mild": Degradation(blur_sigma=1.0, downscale=2.0, noise_sigma=3 / 255, jpeg_quality=85),
     "medium": Degradation(blur_sigma=2.0, downscale=4.0, noise_sigma=8 / 255, jpeg_quality=60),
-    "severe": Degradation(
-        blur_sigma=3.0, motion_length=5, downscale=8.0, noise_sigma=12 / 255, jpeg_quality=40
-    ),
+    "severe": Degradation(blur_sigma=3.0, motion_length=5, downscale=8.0, noise_sigma=12 / 255, jpeg_quality=40),
 }
 
 
@@ -116,9 +114,7 @@ def apply_degradation(img: np.ndarray, d: Degradation, rng: np.random.Generator)
     if d.blur_sigma > 0:
         out = cv2.GaussianBlur(out, (0, 0), d.blur_sigma, borderType=cv2.BORDER_REFLECT)
     if d.motion_length >= 2:
-        out = cv2.filter2D(
-            out, -1, motion_kernel(d.motion_length, d.motion_angle), borderType=cv2.BORDER_REFLECT
-        )
+        out = cv2.filter2D(out, -1, motion_kernel(d.motion_length, d.motion_angle), borderType=cv2.BORDER_REFLECT)
     if d.downscale > 1.0:
         sw, sh = max(4, round(w / d.downscale)), max(4, round(h / d.downscale))
         out = cv2.resize(out, (sw, sh), interpolation=RESIZE_MODES[int(rng.integers(len(RESIZE_MODES)))])
@@ -138,9 +134,7 @@ def apply_degradation(img: np.ndarray, d: Degradation, rng: np.random.Generator)
     return out8.astype(np.float32) / 255.0
 
 
-def make_pair(
-    clean: np.ndarray, rng: np.random.Generator, jitter: bool = True
-) -> tuple[np.ndarray, np.ndarray]:
+def make_pair(clean: np.ndarray, rng: np.random.Generator, jitter: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """A training pair (degraded input, target) from a clean float32 RGB patch."""
     target = color_jitter(clean, rng) if jitter and rng.random() < 0.5 else clean.astype(np.float32)
     d = sample_degradation(rng)

@@ -149,9 +149,7 @@ def export_all(checkpoint: Path, out_dir: Path, data_dir: Path, calib_count: int
     export_int8(fp32, int8, calibration_faces(data_dir, calib_count))
     manifest = {
         "version": 1,
-        "models": manifest_entries(
-            out_dir, count_params(model), count_macs(model, SIZE) / 1e9, int(meta["step"])
-        ),
+        "models": manifest_entries(out_dir, count_params(model), count_macs(model, SIZE) / 1e9, int(meta["step"])),
     }
     (out_dir / "restora.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return [fp32, fp16, int8, out_dir / "restora.json"]
@@ -159,9 +157,7 @@ def export_all(checkpoint: Path, out_dir: Path, data_dir: Path, calib_count: int
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.export", description=__doc__.split("\n")[0])
-    p.add_argument(
-        "--checkpoint", type=Path, required=True, help="a ckpt-*.safetensors (its .json beside it)"
-    )
+    p.add_argument("--checkpoint", type=Path, required=True, help="a ckpt-*.safetensors (its .json beside it)")
     p.add_argument("--out", type=Path, default=REPO / "assets" / "models")
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="for INT8 calibration faces")
     p.add_argument("--calib", type=int, default=64, help="number of calibration faces")

@@ -19,11 +19,18 @@ from torch.nn import functional as F
 
 @dataclass(frozen=True)
 class NetConfig:
-    """Channel widths per level (full, 1/2, 1/4, 1/8 resolution) and residual blocks at 1/8."""
+    """Channel widths per level (full, 1/2, 1/4, 1/8 resolution) and residual blocks at 1/8.
+
+    ``scale``: the U-Net works on the input average-pooled by this factor, and its residual is
+    upsampled back (bilinear) and added to the full-resolution input. Training uses ``native``
+    (no pooling) on faces at their own scale: a 200 px UTKFace face matches a 512 px FFHQ-aligned
+    face pooled by 2, so scale 2 makes the 512 px model see faces at the scale it was trained on.
+    """
 
     widths: tuple[int, int, int, int] = (16, 32, 48, 64)
     blocks: int = 3
     upsample: str = "bilinear"  # "bilinear" | "nearest"
+    scale: int = 2
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -35,6 +42,7 @@ class NetConfig:
             widths=widths,  # type: ignore[arg-type]
             blocks=int(d["blocks"]),  # type: ignore[call-overload]
             upsample=str(d.get("upsample", "bilinear")),
+            scale=int(d.get("scale", 2)),  # type: ignore[call-overload]
         )
 
 
@@ -53,7 +61,7 @@ class ResBlock(nn.Module):
 
 
 class RestoraLite(nn.Module):
-    """Input and output: N x 3 x H x W RGB in [0, 1]; H and W multiples of 8."""
+    """Input and output: N x 3 x H x W RGB in [0, 1]; H and W multiples of 8 x ``config.scale``."""
 
     def __init__(self, config: NetConfig | None = None) -> None:
         super().__init__()
@@ -75,6 +83,15 @@ class RestoraLite(nn.Module):
         nn.init.zeros_(self.tail.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.config.scale
+        if s == 1:
+            return self.native(x)
+        low = F.avg_pool2d(x, s)
+        residual = self.native(low) - low
+        return x + F.interpolate(residual, scale_factor=float(s), mode="bilinear", align_corners=False)
+
+    def native(self, x: torch.Tensor) -> torch.Tensor:
+        """The U-Net on an image at the training scale (input + predicted residual)."""
         f0 = F.relu(self.head(x))
         f1 = F.relu(self.down1(f0))
         f2 = F.relu(self.down2(f1))

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import latest_checkpoint, load_checkpoint, load_ema, save_checkpoint
 from .data import DEFAULT_DATA_DIR, PatchSampler, eval_face_files, load_rgb
 from .degrade import TIERS, apply_degradation, make_pair, seed_for
 from .losses import restoration_loss
@@ -46,15 +46,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--ssim-weight", type=float, default=0.3)
     p.add_argument("--fft-weight", type=float, default=0.1)
+    p.add_argument("--detail-weight", type=float, default=0.0, help="edge-strength (Sobel magnitude) L1")
     p.add_argument("--widths", default="16,32,64,96")
     p.add_argument("--blocks", type=int, default=3)
     p.add_argument("--upsample", default="bilinear", choices=["bilinear", "nearest"])
+    p.add_argument("--scale", type=int, default=2, help="512 px inputs are pooled by this before the U-Net")
     p.add_argument("--keep-fraction", type=float, default=0.6, help="sharpest fraction of UTKFace kept")
+    p.add_argument("--hq-fraction", type=float, default=0.15, help="share of patches from train_hq")
+    p.add_argument("--shrink-probability", type=float, default=0.3, help="how often UTKFace is downscaled")
+    p.add_argument("--min-shrink", type=float, default=0.7, help="smallest UTKFace downscale factor")
     p.add_argument("--ckpt-minutes", type=float, default=5.0)
     p.add_argument("--keep-ckpts", type=int, default=3)
     p.add_argument("--log-every", type=int, default=20)
     p.add_argument("--val-every", type=int, default=250)
     p.add_argument("--val-faces", type=int, default=6)
+    p.add_argument("--ema", type=float, default=0.0, help="EMA decay of the weights (0: off); export uses it")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
@@ -67,9 +73,7 @@ def lr_at(progress: float, step: int, args: argparse.Namespace) -> float:
     return args.min_lr + 0.5 * (args.lr - args.min_lr) * (1 + math.cos(math.pi * progress))
 
 
-def make_batch(
-    sampler: PatchSampler, rng: np.random.Generator, batch: int
-) -> tuple[torch.Tensor, torch.Tensor]:
+def make_batch(sampler: PatchSampler, rng: np.random.Generator, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
     inputs, targets = [], []
     for _ in range(batch):
         degraded, target = make_pair(sampler.sample(rng), rng)
@@ -120,6 +124,7 @@ def train(args: argparse.Namespace, sampler: PatchSampler | None = None) -> Path
         widths=tuple(int(w) for w in args.widths.split(",")),  # type: ignore[arg-type]
         blocks=args.blocks,
         upsample=args.upsample,
+        scale=args.scale,
     )
     step, train_seconds = 0, 0.0
     resume_path: Path | None = None
@@ -135,9 +140,20 @@ def train(args: argparse.Namespace, sampler: PatchSampler | None = None) -> Path
         meta = load_checkpoint(resume_path, model, None if args.weights_only else optimizer)
         if not args.weights_only:
             step, train_seconds = int(meta["step"]), float(meta["train_seconds"])
+    ema: dict[str, torch.Tensor] | None = None
+    if args.ema > 0:
+        stored = load_ema(resume_path) if resume_path is not None and not args.weights_only else None
+        ema = stored or {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     if sampler is None:
-        sampler = PatchSampler.from_dir(args.data_dir, args.patch, args.keep_fraction)
+        sampler = PatchSampler.from_dir(
+            args.data_dir,
+            args.patch,
+            args.keep_fraction,
+            args.hq_fraction,
+            args.shrink_probability,
+            args.min_shrink,
+        )
     val_pairs = validation_set(args.data_dir, args.val_faces) if args.val_faces > 0 else []
     log = (run_dir / "log.jsonl").open("a")
 
@@ -172,6 +188,7 @@ def train(args: argparse.Namespace, sampler: PatchSampler | None = None) -> Path
                 "params": count_params(model),
                 "args": {k: str(v) for k, v in vars(args).items()},
             },
+            ema,
         )
         for old in sorted(run_dir.glob("ckpt-*.safetensors"))[: -args.keep_ckpts]:
             old.unlink(missing_ok=True)
@@ -196,12 +213,16 @@ def train(args: argparse.Namespace, sampler: PatchSampler | None = None) -> Path
         # Seeded by step: a resumed run sees the same batches it would have seen.
         rng = np.random.default_rng([args.seed, step])
         x, y = make_batch(sampler, rng, args.batch)
-        out = model(x)
-        loss, parts = restoration_loss(out, y, args.ssim_weight, args.fft_weight)
+        out = model.native(x)
+        loss, parts = restoration_loss(out, y, args.ssim_weight, args.fft_weight, args.detail_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
+        if ema is not None:
+            with torch.no_grad():
+                for k, v in model.state_dict().items():
+                    ema[k].mul_(args.ema).add_(v, alpha=1 - args.ema)
         step += 1
         train_seconds += time.monotonic() - t0
         for k, v in parts.items():
@@ -219,6 +240,10 @@ def train(args: argparse.Namespace, sampler: PatchSampler | None = None) -> Path
             running = {}
         if val_pairs and step % args.val_every == 0:
             write({"step": step, **validate(model, val_pairs)})
+            if ema is not None:
+                ema_model = RestoraLite(net)
+                ema_model.load_state_dict(ema)
+                write({"step": step, **{f"ema_{k}": v for k, v in validate(ema_model, val_pairs).items()}})
         if time.monotonic() - last_ckpt >= args.ckpt_minutes * 60:
             path = checkpoint()
             last_ckpt = time.monotonic()

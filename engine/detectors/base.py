@@ -135,9 +135,7 @@ def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return np.asarray(inter / np.maximum(area + areas - inter, 1e-9))
 
 
-def nms(
-    boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = "union", pixel: float = 0.0
-) -> np.ndarray:
+def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = "union", pixel: float = 0.0) -> np.ndarray:
     """Greedy non-maximum suppression; returns kept indices, best score first.
 
     ``mode`` "union" compares intersection over union; "min" compares intersection over the
@@ -165,9 +163,7 @@ def nms(
     return np.asarray(keep, dtype=np.int64)
 
 
-def faces_from_arrays(
-    boxes: np.ndarray, scores: np.ndarray, landmarks: np.ndarray, scale: float = 1.0
-) -> list[Face]:
+def faces_from_arrays(boxes: np.ndarray, scores: np.ndarray, landmarks: np.ndarray, scale: float = 1.0) -> list[Face]:
     """Face records from (N, 4) boxes, (N,) scores and (N, 5, 2) landmarks, best score first.
 
     Coordinates are divided by ``scale`` (the scale from the caller's image to the decoded one).
@@ -195,9 +191,7 @@ def grid_centres(height: int, width: int, stride: int, per_cell: int) -> np.ndar
     return centres
 
 
-def outputs_by_last_dim(
-    session: ort.InferenceSession, model_name: str, dims: Sequence[int]
-) -> dict[int, list[str]]:
+def outputs_by_last_dim(session: ort.InferenceSession, model_name: str, dims: Sequence[int]) -> dict[int, list[str]]:
     """Groups output names by their last dimension (1 = score, 4 = box, 10 = keypoints...)."""
     groups: dict[int, list[str]] = {d: [] for d in dims}
     for out in session.get_outputs():

@@ -113,9 +113,7 @@ class BlazeFaceDetector:
         interpolation = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
         resized = cv2.resize(square, (size, size), interpolation=interpolation)
         blob = (resized.astype(np.float32) * (1.0 / 127.5) - 1.0).transpose(2, 0, 1)[None]
-        raw, logits = (
-            r.reshape(NUM_ANCHORS, -1) for r in self._session.run(self._outputs, {self._input: blob})
-        )
+        raw, logits = (r.reshape(NUM_ANCHORS, -1) for r in self._session.run(self._outputs, {self._input: blob}))
         # float64: exp(100) overflows float32.
         scores = 1.0 / (1.0 + np.exp(-np.clip(logits[:, 0].astype(np.float64), -100.0, 100.0)))
         keep = np.nonzero(scores >= self.score_threshold)[0]
@@ -132,9 +130,7 @@ class BlazeFaceDetector:
         return faces_from_arrays(boxes * side, scores, five_points(keypoints) * side)
 
 
-def blazeface_from_spec(
-    spec: ModelSpec, paths: Mapping[str, Path], make_session: MakeSession
-) -> BlazeFaceDetector:
+def blazeface_from_spec(spec: ModelSpec, paths: Mapping[str, Path], make_session: MakeSession) -> BlazeFaceDetector:
     options = spec.options
     return BlazeFaceDetector(
         make_session(require_path(paths, "model", spec.name)),

@@ -87,9 +87,7 @@ def available_paths(spec: ModelSpec, models_dir: Path) -> dict[str, Path] | None
     return paths
 
 
-def build_available(
-    specs: Sequence[ModelSpec], models_dir: Path, make_session: MakeSession
-) -> dict[str, Detector]:
+def build_available(specs: Sequence[ModelSpec], models_dir: Path, make_session: MakeSession) -> dict[str, Detector]:
     detectors = {}
     for spec in specs:
         if spec.family != "detector":
@@ -100,9 +98,7 @@ def build_available(
     return detectors
 
 
-def run_detector(
-    name: str, detector: Detector, images: Mapping[Path, np.ndarray], max_side: int | None
-) -> Run:
+def run_detector(name: str, detector: Detector, images: Mapping[Path, np.ndarray], max_side: int | None) -> Run:
     run = Run(name, max_side)
     first = next(iter(images.values()), None)
     if first is not None:

@@ -138,9 +138,7 @@ class MTCNNDetector:
         return np.fix(_square(boxes))
 
     def _stage_onet(self, image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        reg, points, prob = self._run_batched(
-            self._onet, self._onet_input, self._onet_outputs, image, boxes, 48
-        )
+        reg, points, prob = self._run_batched(self._onet, self._onet_input, self._onet_outputs, image, boxes, 48)
         passed = prob[:, 1] > self.thresholds[2]
         boxes, reg, points, scores = boxes[passed], reg[passed], points[passed], prob[passed, 1]
         size = boxes[:, 2:4] - boxes[:, 0:2] + 1  # (N, 2) w, h of the inclusive pixel box

@@ -48,8 +48,7 @@ def priors(height: int, width: int) -> np.ndarray:
         cx = ((xs + 0.5) * step / width).reshape(-1, 1)
         cy = ((ys + 0.5) * step / height).reshape(-1, 1)
         for_cell = [
-            np.concatenate([cx, cy, np.full_like(cx, s / width), np.full_like(cy, s / height)], axis=1)
-            for s in sizes
+            np.concatenate([cx, cy, np.full_like(cx, s / width), np.full_like(cy, s / height)], axis=1) for s in sizes
         ]
         # The sizes of one cell are consecutive: (cell0 s0, cell0 s1, cell1 s0, ...).
         out.append(np.stack(for_cell, axis=1).reshape(-1, 4))
@@ -110,9 +109,7 @@ class RetinaFaceDetector:
         return faces_from_arrays(boxes[keep], scores[keep], points[keep], scale=scale)
 
 
-def retinaface_from_spec(
-    spec: ModelSpec, paths: Mapping[str, Path], make_session: MakeSession
-) -> RetinaFaceDetector:
+def retinaface_from_spec(spec: ModelSpec, paths: Mapping[str, Path], make_session: MakeSession) -> RetinaFaceDetector:
     options = spec.options
     return RetinaFaceDetector(
         make_session(require_path(paths, "model", spec.name)),

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+import cv2
 import numpy as np
 import onnxruntime as ort
 
@@ -38,7 +39,10 @@ ANCHORS_PER_CELL = 2
 
 
 class SCRFDDetector:
-    """SCRFD on the image fitted (aspect kept) into a square canvas of ``input_size``."""
+    """SCRFD on the image fitted (aspect kept) into a square canvas of ``input_size``.
+
+    ``pad`` (fraction of the long side) adds a black border first; see ``detect``.
+    """
 
     def __init__(
         self,
@@ -48,8 +52,10 @@ class SCRFDDetector:
         input_size: int = 640,
         score_threshold: float = 0.5,
         nms_threshold: float = 0.4,
+        pad: float = 0.0,
     ) -> None:
         self.name = name
+        self.pad = max(0.0, pad)
         self.score_threshold = score_threshold
         self.nms_threshold = nms_threshold
         self._session = session
@@ -64,6 +70,11 @@ class SCRFDDetector:
     def detect(self, image: np.ndarray) -> list[Face]:
         image = check_image(image)
         size = self.input_size
+        # SCRFD misses a face that fills the frame (an aligned crop): a black border of ``pad``
+        # times the long side on every side brings such a face back into its anchor range.
+        margin = round(self.pad * max(image.shape[:2]))
+        if margin:
+            image = cv2.copyMakeBorder(image, margin, margin, margin, margin, cv2.BORDER_CONSTANT, value=0)
         canvas, scale = letterbox(image, size, size)
         blob = ((canvas.astype(np.float32) - 127.5) * (1.0 / 128.0)).transpose(2, 0, 1)[None]
         names = self._scores + self._boxes + self._kps
@@ -105,7 +116,8 @@ class SCRFDDetector:
             np.concatenate(points_all),
         )
         keep = nms(boxes, scores, self.nms_threshold)
-        return faces_from_arrays(boxes[keep], scores[keep], points[keep], scale=scale)
+        boxes, points = boxes[keep] - margin * scale, points[keep] - margin * scale
+        return faces_from_arrays(boxes, scores[keep], points, scale=scale)
 
 
 def scrfd_from_spec(spec: ModelSpec, paths: Mapping[str, Path], make_session: MakeSession) -> SCRFDDetector:
@@ -116,4 +128,5 @@ def scrfd_from_spec(spec: ModelSpec, paths: Mapping[str, Path], make_session: Ma
         input_size=int_option(options, "input_size", spec.size or 640) or 640,
         score_threshold=float_option(options, "score_threshold", 0.5),
         nms_threshold=float_option(options, "nms_threshold", 0.4),
+        pad=float_option(options, "pad", 0.0),
     )

@@ -121,9 +121,7 @@ class UltraFaceDetector:
         interpolation = cv2.INTER_AREA if width > self._size[0] else cv2.INTER_LINEAR
         resized = cv2.resize(image, self._size, interpolation=interpolation)
         blob = ((resized.astype(np.float32) - 127.0) * (1.0 / 128.0)).transpose(2, 0, 1)[None]
-        scores, boxes = (
-            r.reshape(-1, r.shape[-1]) for r in self._session.run(self._outputs, {self._input: blob})
-        )
+        scores, boxes = (r.reshape(-1, r.shape[-1]) for r in self._session.run(self._outputs, {self._input: blob}))
         keep = np.nonzero(scores[:, 1] >= self.score_threshold)[0]
         if keep.size == 0:
             return []
@@ -143,9 +141,7 @@ class UltraFaceDetector:
         return faces_from_arrays(np.array(kept_boxes), np.array(kept_scores), np.array(kept_points))
 
 
-def ultraface_from_spec(
-    spec: ModelSpec, paths: Mapping[str, Path], make_session: MakeSession
-) -> UltraFaceDetector:
+def ultraface_from_spec(spec: ModelSpec, paths: Mapping[str, Path], make_session: MakeSession) -> UltraFaceDetector:
     options = spec.options
     return UltraFaceDetector(
         make_session(require_path(paths, "model", spec.name)),

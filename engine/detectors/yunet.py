@@ -79,9 +79,7 @@ class YuNetDetector:
             cls = outputs[f"cls_{stride}"].reshape(-1)
             obj = outputs[f"obj_{stride}"].reshape(-1)
             if cls.size != rows * cols:
-                raise ModelFormatError(
-                    f"{self.name}: cls_{stride} has {cls.size} cells, expected {rows * cols}"
-                )
+                raise ModelFormatError(f"{self.name}: cls_{stride} has {cls.size} cells, expected {rows * cols}")
             score = np.sqrt(np.clip(cls, 0, 1) * np.clip(obj, 0, 1))
             keep = np.nonzero(score >= self.score_threshold)[0]
             if keep.size == 0:
