@@ -173,7 +173,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    """Open the window and run until it closes; returns the exit code.
+
+    ``argv`` None (``restora`` / ``restora gui``, whose arguments the CLI has already read) opens
+    an empty window; ``python -m gui.app`` passes its own arguments.
+    """
+    args = _parser().parse_args(list(argv or []))
     QCoreApplication.setOrganizationName(ORGANISATION)
     QCoreApplication.setApplicationName(APP)
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "restora"])
@@ -217,13 +222,19 @@ def _take_screenshot_when_ready(window: QWidget, target: Path) -> None:
         QApplication.quit()
 
     def on_preview(result: object) -> None:
-        if getattr(result, "after", None) is not None and not window.runner.active:
+        if getattr(result, "after", None) is not None:
             window.preview_updated.disconnect(on_preview)
-            QTimer.singleShot(600, grab)
+            window._focus_face(0)  # the face fills the view: what a person looks at first
+            QTimer.singleShot(700, grab)
 
-    window.preview_updated.connect(on_preview)
+    def on_finished() -> None:
+        window.preview_updated.connect(on_preview)
+        window.queue_view.setCurrentIndex(window.model.index(0))
+        window._show_current()
+
+    window.runner.run_finished.connect(on_finished)
     QTimer.singleShot(240_000, grab)  # never hang a docs build
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -66,23 +66,39 @@ class CompareView(QWidget):
 
     # -- content -------------------------------------------------------------------------------
 
-    def set_images(self, before: QImage | None, after: QImage | None, *, keep_view: bool = False) -> None:
+    def set_images(
+        self, before: QImage | None, after: QImage | None, *, keep_view: bool = False,
+        before_display: QImage | None = None, after_display: QImage | None = None,
+    ) -> None:
+        """Show a photo; ``*_display`` are the same images already scaled to the view's zoom (optional)."""
         same_size = (
             self._before is not None and before is not None and self._before.size() == before.size()
         )
         self._before, self._after = before, after
         self._scaled.clear()
+        self._seed(0, before_display)
+        self._seed(1, after_display)
         if not (keep_view and same_size):
             self._zoom = None
             self._center = self._image_center()
         self.update()
         self.zoom_changed.emit(self.zoom)
 
-    def set_after(self, after: QImage | None) -> None:
-        """Swap in a new restored image (fidelity or face choice changed); the view stays put."""
-        self._after = after
+    def set_after(self, after: QImage | None, display: QImage | None = None) -> None:
+        """Swap in a new restored image (fidelity or face choice changed); the view stays put.
+
+        ``after`` None with a ``display`` image: only the screen-sized version is new so far (the
+        full-resolution one follows); it is shown wherever the view is zoomed out.
+        """
+        if after is not None:
+            self._after = after
         self._scaled = {k: v for k, v in self._scaled.items() if k[0] != 1}
+        self._seed(1, display)
         self.update()
+
+    def _seed(self, slot: int, display: QImage | None) -> None:
+        if display is not None and not display.isNull():
+            self._scaled[(slot, display.width(), display.height())] = display
 
     def set_faces(self, boxes: Sequence[tuple[float, float, float, float]], included: Sequence[bool]) -> None:
         self._boxes = list(boxes)
@@ -170,11 +186,11 @@ class CompareView(QWidget):
         self.set_zoom(self.zoom / ZOOM_STEP)
 
     def focus_on(self, box: tuple[float, float, float, float]) -> None:
-        """Zoom so that a face box fills about half of the view, centred."""
+        """Zoom so that a face box fills about 40 % of the view, centred."""
         port = self._viewports()[0]
         x1, y1, x2, y2 = box
         size = max(x2 - x1, y2 - y1, 1.0)
-        self._zoom = min(MAX_ZOOM, max(MIN_ZOOM, 0.5 * min(port.width(), port.height()) / size))
+        self._zoom = min(MAX_ZOOM, max(MIN_ZOOM, 0.4 * min(port.width(), port.height()) / size))
         self._center = QPointF((x1 + x2) / 2, (y1 + y2) / 2)
         self._clamp_center()
         self.update()
@@ -290,7 +306,9 @@ class CompareView(QWidget):
             scaled = self._scaled_image(image, slot, zoom)
             painter.drawImage(QPointF(round(origin.x()), round(origin.y())), scaled)
             return
-        # At 100 % and above draw only the visible part, pixel-exact (no smoothing at high zoom).
+        # At 100 % and above draw only the visible part: smoothed up to 300 %, pixel-exact beyond
+        # (where people zoom to inspect single pixels).
+        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, zoom < 3.0)
         visible = QRectF(port).intersected(QRectF(origin, QSize(image.width(), image.height()) * zoom))
         if visible.isEmpty():
             return

@@ -13,6 +13,7 @@ from PySide6.QtCore import (
     QEvent,
     QModelIndex,
     QObject,
+    QPoint,
     QSettings,
     QSize,
     Qt,
@@ -62,7 +63,7 @@ from engine.batch import InputItem, collect_inputs, describe_error
 from engine.errors import CancelledError, OutputError
 from engine.imageio import DEFAULT_MAX_PIXELS, Image, save_image
 from engine.models import ModelStore
-from engine.pipeline import CancelToken
+from engine.pipeline import CancelToken, Restoration
 from gui.compare_view import CompareMode, CompareView
 from gui.face_strip import FaceStrip
 from gui.imaging import from_qimage
@@ -145,6 +146,8 @@ class MainWindow(QMainWindow):
         self._preview_item: int | None = None
         self._preview_running = False
         self._preview_pending: tuple[bool] | None = None
+        self._display_source: tuple[Restoration, Restoration] | None = None  # (full, scaled for the view)
+        self._preview_restoration: Restoration | None = None
         self._thumbnail_priority = 0
         self._save_token = CancelToken()
         self._saves_pending = 0
@@ -258,7 +261,8 @@ class MainWindow(QMainWindow):
         bar.addPermanentWidget(self.stats_label)
         bar.addPermanentWidget(self.progress_bar)
 
-    def _action(self, text: str, slot: object, shortcut: QKeySequence | str | None = None,
+    def _action(self, text: str, slot: object,
+                shortcut: QKeySequence | QKeySequence.StandardKey | str | None = None,
                 icon: QStyle.StandardPixmap | None = None, tip: str | None = None,
                 checkable: bool = False) -> QAction:
         action = QAction(text, self)
@@ -272,9 +276,9 @@ class MainWindow(QMainWindow):
                               if shortcut else tip)
         action.setCheckable(checkable)
         if checkable:
-            action.toggled.connect(slot)  # type: ignore[arg-type]
+            action.toggled.connect(slot)
         else:
-            action.triggered.connect(slot)  # type: ignore[arg-type]
+            action.triggered.connect(slot)
         self.addAction(action)
         return action
 
@@ -310,9 +314,9 @@ class MainWindow(QMainWindow):
         self.act_up = self._action("Move up", lambda: self.move_selected(-1), "Ctrl+Up", sp.SP_ArrowUp, "Move up")
         self.act_down = self._action("Move down", lambda: self.move_selected(1), "Ctrl+Down", sp.SP_ArrowDown,
                                      "Move down")
-        self.act_split = self._action("Split view", lambda on: on and self.set_mode(CompareMode.SPLIT), "S",
+        self.act_split = self._action("Split view", lambda on: self._mode_toggled(CompareMode.SPLIT, on), "S",
                                       checkable=True, tip="Before and after split by a divider")
-        self.act_side = self._action("Side by side", lambda on: on and self.set_mode(CompareMode.SIDE_BY_SIDE),
+        self.act_side = self._action("Side by side", lambda on: self._mode_toggled(CompareMode.SIDE_BY_SIDE, on),
                                      "D", checkable=True, tip="Before and after next to each other")
         self.act_toggle_mode = self._action("Toggle split / side by side", self.toggle_mode, "C")
         self.act_fit = self._action("Fit", lambda: self.compare.set_zoom(None), "F", tip="Fit to window")
@@ -327,8 +331,8 @@ class MainWindow(QMainWindow):
         self.act_log.setShortcut(QKeySequence("Ctrl+L"))
         self.act_about = self._action("About Restora", self.show_about)
         self.act_quit = self._action("Quit", self.close, QKeySequence.StandardKey.Quit)
-        self.act_zoom_in.setIconText("＋")
-        self.act_zoom_out.setIconText("－")
+        self.act_zoom_in.setIconText("+")
+        self.act_zoom_out.setIconText("-")
         self.act_split.setChecked(True)
 
         # Main toolbar
@@ -623,12 +627,12 @@ class MainWindow(QMainWindow):
         row = self.model.move(index.row(), delta)
         self.queue_view.setCurrentIndex(self.model.index(row))
 
-    def _queue_menu(self, position: object) -> None:
+    def _queue_menu(self, position: QPoint) -> None:
         menu = QMenu(self)
         for action in (self.act_save, self.act_rerun, self.act_cancel_selected, None, self.act_up, self.act_down,
                        None, self.act_remove):
             menu.addSeparator() if action is None else menu.addAction(action)
-        menu.exec(self.queue_view.viewport().mapToGlobal(position))  # type: ignore[arg-type]
+        menu.exec(self.queue_view.viewport().mapToGlobal(position))
 
     # -- thumbnails ----------------------------------------------------------------------------
 
@@ -695,8 +699,14 @@ class MainWindow(QMainWindow):
             self.compare.message = "Restoring again (it was no longer in memory)…"
             self.compare.update()
         include = tuple(item.include) if item.include else None
+        zoom = self.compare.zoom if self.compare.before is not None else None
+        display_source = None
+        if self._display_source is not None and self._display_source[0] is restoration is not None:
+            display_source = self._display_source[1]  # the same photo scaled down by an earlier job
+        self._preview_restoration = restoration
         request = PreviewRequest(item.id, self._preview_generation, item.path, self.settings, include, restoration,
-                                 want_before or self.compare.before is None, done, DEFAULT_MAX_PIXELS)
+                                 want_before or self.compare.before is None, done, DEFAULT_MAX_PIXELS,
+                                 zoom, display_source)
         self._preview_running = True
         self.preview_pool.start(PreviewJob(request, self.engine, self.events))
 
@@ -714,14 +724,21 @@ class MainWindow(QMainWindow):
         if item is not None and result.face_thumbnails is not None:
             self._remember_faces(item.id, result.face_thumbnails)
         if item is not None and item.id == self._preview_item:
+            source_of = result.restoration or self._preview_restoration
+            if result.display_source is not None and source_of is not None:
+                self._display_source = (source_of, result.display_source)
             if result.before is not None:
-                self.compare.set_images(result.before, result.after, keep_view=True)
+                self.compare.set_images(result.before, result.after, keep_view=True,
+                                        before_display=result.before_display, after_display=result.after_display)
             else:
-                self.compare.set_after(result.after)
+                self.compare.set_after(result.after, result.after_display)
+            if result.partial:
+                return  # the full-resolution result of the same job follows
             self.compare.message = self._message_for(item)
             self._show_faces(item)
             self.preview_updated.emit(result)
-        self._next_preview()
+        if not result.partial:
+            self._next_preview()
 
     def _on_preview_failed(self, item_id: int, generation: int, error: Exception) -> None:
         item = self.model.find(item_id)
@@ -773,6 +790,12 @@ class MainWindow(QMainWindow):
         self.compare.set_mode(mode)
         self.act_split.setChecked(mode == CompareMode.SPLIT)
         self.act_side.setChecked(mode == CompareMode.SIDE_BY_SIDE)
+
+    def _mode_toggled(self, mode: CompareMode, on: bool) -> None:
+        if on:
+            self.set_mode(mode)
+        elif self.compare.mode == mode:
+            self.set_mode(mode)  # keep one mode checked: unchecking the current one does nothing
 
     def toggle_mode(self) -> None:
         self.set_mode(CompareMode.SIDE_BY_SIDE if self.compare.mode == CompareMode.SPLIT else CompareMode.SPLIT)

@@ -207,11 +207,12 @@ class QueueModel(QAbstractListModel):
 def _format_size(size: int | None) -> str:
     if size is None:
         return ""
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024  # type: ignore[assignment]
-    return ""
+    value = float(size)
+    for unit in ("B", "KB", "MB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GB"
 
 
 def describe_item(item: QueueItem) -> str:
@@ -245,9 +246,9 @@ class QueueDelegate(QStyledItemDelegate):
         item: QueueItem | None = index.data(ItemRole)
         if item is None:
             return
-        palette = option.palette  # type: ignore[attr-defined]
-        rect: QRect = option.rect  # type: ignore[attr-defined]
-        state = option.state  # type: ignore[attr-defined]
+        palette = option.palette
+        rect: QRect = option.rect
+        state = option.state
         painter.save()
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         selected = bool(state & QStyle.StateFlag.State_Selected)
@@ -276,7 +277,7 @@ class QueueDelegate(QStyledItemDelegate):
             painter.drawText(thumb_rect, Qt.AlignmentFlag.AlignCenter, label)
 
         chip_text = item.status.value
-        chip_font = QFont(option.font)  # type: ignore[attr-defined]
+        chip_font = QFont(option.font)
         chip_font.setPointSizeF(max(chip_font.pointSizeF() * 0.8, 7.0))
         chip_font.setBold(True)
         painter.setFont(chip_font)
@@ -291,7 +292,7 @@ class QueueDelegate(QStyledItemDelegate):
 
         left = thumb_rect.right() + 10
         name_rect = QRect(left, rect.top() + 9, chip.left() - left - 6, 20)
-        name_font = QFont(option.font)  # type: ignore[attr-defined]
+        name_font = QFont(option.font)
         name_font.setBold(True)
         painter.setFont(name_font)
         painter.setPen(text_color)
@@ -299,7 +300,7 @@ class QueueDelegate(QStyledItemDelegate):
         painter.drawText(name_rect, Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, name)
 
         detail_rect = QRect(left, rect.top() + 33, rect.right() - left - 8, 20)
-        painter.setFont(option.font)  # type: ignore[attr-defined]
+        painter.setFont(option.font)
         detail_color = STATUS_COLORS[Status.ERROR] if item.status == Status.ERROR and not selected else text_color
         if detail_color == text_color:
             detail_color = QColor(text_color)

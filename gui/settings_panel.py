@@ -74,7 +74,7 @@ class SettingsPanel(QScrollArea):
         strength_layout = QVBoxLayout(strength)
         self.fidelity = QLabeledDoubleSlider(Qt.Orientation.Horizontal)
         self.fidelity.setRange(0.0, 1.0)
-        self.fidelity.setSingleStep(0.01)
+        self.fidelity.setSingleStep(0.01)  # type: ignore[arg-type]  # superqt's stub says int
         self.fidelity.setDecimals(2)
         self.fidelity.setToolTip("Fidelity: 0 = strongest restoration, 1 = closest to the input.\n"
                                  "Changes re-blend instantly, without running the model again.")

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 from PySide6.QtGui import QImage
@@ -183,6 +184,27 @@ def compose_output(
     return compose(restoration.source, restoration.faces, options, aligned=restoration.aligned)
 
 
+def scaled_restoration(restoration: Restoration, factor: float) -> Restoration:
+    """The same faces over a smaller copy of the photo, for composing a screen-sized preview fast.
+
+    Only the source and the image->crop matrices change; the model outputs are shared, not copied.
+    """
+    source = restoration.source
+    size = (max(1, round(source.width * factor)), max(1, round(source.height * factor)))
+    pixels = cv2.resize(source.pixels, size, interpolation=cv2.INTER_AREA)
+    faces = []
+    for face in restoration.faces:
+        matrix = face.matrix.astype(np.float64).copy()
+        matrix[:, :2] /= factor
+        faces.append(replace(face, matrix=matrix.astype(np.float32)))
+    return replace(restoration, source=replace(source, pixels=pixels, alpha=None), faces=tuple(faces))
+
+
+def display_size(width: int, height: int, zoom: float) -> tuple[int, int]:
+    """The size the compare view draws an image at ``zoom`` (it must match CompareView's cache key)."""
+    return max(1, round(width * zoom)), max(1, round(height * zoom))
+
+
 def process_photo(
     engine: EnginePool, path: Path, settings: AppSettings, cancel: CancelToken, max_pixels: int
 ) -> Restoration:
@@ -227,11 +249,16 @@ class EnhanceResult:
 class PreviewResult:
     item_id: int
     generation: int
-    after: QImage | None
+    after: QImage | None  # full resolution; None in a partial (screen-sized only) result
     before: QImage | None
     restoration: Restoration | None  # set when the job had to (re-)run the model
     face_thumbnails: list[QImage] | None
     milliseconds: float
+    zoom: float | None = None  # the view zoom the *_display images were made for
+    after_display: QImage | None = None
+    before_display: QImage | None = None
+    display_source: Restoration | None = None  # the scaled-down photo, kept for the next change
+    partial: bool = False
 
 
 class JobEvents(QObject):
@@ -243,7 +270,7 @@ class JobEvents(QObject):
     cancelled = Signal(int)
     skipped = Signal(int, object)  # item id, existing output path
     thumbnail = Signal(int, object, object)  # item id, QImage | None, file size | None
-    preview = Signal(object)  # PreviewResult
+    preview = Signal(object)  # PreviewResult (a partial one first when the view is zoomed out)
     preview_failed = Signal(int, int, object)  # item id, generation, exception
     saved = Signal(int, object)  # item id, path
     save_failed = Signal(int, object)  # item id, exception
@@ -297,6 +324,8 @@ class PreviewRequest:
     want_before: bool
     want_after: bool  # False for photos not processed yet: show the original only
     max_pixels: int
+    zoom: float | None = None  # the view's zoom when below 100 %: also make screen-sized images
+    display_source: Restoration | None = None  # scaled_restoration() at ``zoom``, from a previous job
 
 
 class PreviewJob(QRunnable):
@@ -310,37 +339,57 @@ class PreviewJob(QRunnable):
         request = self.request
         started = time.perf_counter()
         try:
-            restoration = request.restoration
-            ran_model = False
-            source: Image | None = restoration.source if restoration is not None else None
-            if request.want_after and restoration is None:
-                # Pushed out of the result cache: process it again.
-                restoration = process_photo(self.engine, request.path, request.settings, CancelToken(),
-                                            request.max_pixels)
-                source, ran_model = restoration.source, True
-            if restoration is not None and request.want_after and needs_native_rerun(
-                restoration, request.settings.fidelity
-            ):
-                enhancer = self.engine.get(request.settings.enhance_settings())
-                restoration = rerun_native(enhancer, restoration, request.settings.fidelity)
-                ran_model = True
-            after = None
-            if request.want_after and restoration is not None:
-                after = to_qimage(compose_output(restoration, request.settings, request.include, upscale=1).pixels)
-            before = None
-            if request.want_before:
-                if source is None:
-                    source = load_image(request.path, max_pixels=request.max_pixels)
-                before = to_qimage(source.pixels)
-            result = PreviewResult(
-                request.item_id, request.generation, after, before,
-                restoration if ran_model else None,
-                face_thumbnails(restoration) if ran_model and restoration is not None else None,
-                (time.perf_counter() - started) * 1000.0,
-            )
-            self.events.preview.emit(result)
+            self._run(request, started)
         except Exception as error:
             self.events.preview_failed.emit(request.item_id, request.generation, error)
+
+    def _run(self, request: PreviewRequest, started: float) -> None:
+        restoration = request.restoration
+        ran_model = False
+        source: Image | None = restoration.source if restoration is not None else None
+        if request.want_after and restoration is None:
+            # Pushed out of the result cache: process it again.
+            restoration = process_photo(self.engine, request.path, request.settings, CancelToken(), request.max_pixels)
+            source, ran_model = restoration.source, True
+        fidelity = request.settings.fidelity
+        if restoration is not None and request.want_after and needs_native_rerun(restoration, fidelity):
+            enhancer = self.engine.get(request.settings.enhance_settings())
+            restoration = rerun_native(enhancer, restoration, fidelity)
+            ran_model = True
+        zoom = request.zoom if request.zoom is not None and request.zoom < 1.0 else None
+
+        before = before_display = None
+        if request.want_before:
+            if source is None:
+                source = load_image(request.path, max_pixels=request.max_pixels)
+            before = to_qimage(source.pixels)
+            if zoom is not None:
+                size = display_size(source.width, source.height, zoom)
+                before_display = to_qimage(cv2.resize(source.pixels, size, interpolation=cv2.INTER_AREA))
+
+        after_display = small = None
+        if request.want_after and restoration is not None and zoom is not None:
+            # Screen-sized first: composing over a scaled-down photo is what makes fidelity instant.
+            small = request.display_source
+            expected = display_size(restoration.source.width, restoration.source.height, zoom)
+            if small is None or (small.source.width, small.source.height) != expected or ran_model:
+                small = scaled_restoration(restoration, zoom)
+            after_display = to_qimage(compose_output(small, request.settings, request.include, upscale=1).pixels)
+            if not request.want_before:  # the view already shows this photo: update it now
+                self.events.preview.emit(PreviewResult(
+                    request.item_id, request.generation, None, None, None, None,
+                    (time.perf_counter() - started) * 1000.0, zoom, after_display, None, small, partial=True,
+                ))
+
+        after = None
+        if request.want_after and restoration is not None:
+            after = to_qimage(compose_output(restoration, request.settings, request.include, upscale=1).pixels)
+        self.events.preview.emit(PreviewResult(
+            request.item_id, request.generation, after, before,
+            restoration if ran_model else None,
+            face_thumbnails(restoration) if ran_model and restoration is not None else None,
+            (time.perf_counter() - started) * 1000.0, zoom, after_display, before_display, small,
+        ))
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,8 @@ def test_sampled_degradations_cover_the_ranges() -> None:
     assert min(d.downscale for d in ds) < 1.3 and max(d.downscale for d in ds) > 6.0
     assert {d.jpeg_quality for d in ds if d.jpeg_quality} <= set(range(30, 96))
     assert any(d.grayscale for d in ds) and not all(d.grayscale for d in ds)
+    light = [sample_degradation(rng, light_fraction=1.0) for _ in range(50)]
+    assert max(d.downscale for d in light) <= 2.0 and max(d.blur_sigma for d in light) <= 1.0
 
 
 # --- the network ---
@@ -87,6 +89,20 @@ def test_network_keeps_the_shape_and_starts_as_identity(size: int) -> None:
     torch.nn.init.normal_(model.tail.weight, std=0.05)
     with torch.no_grad():
         assert not torch.equal(model(x), x)
+
+
+@needs_torch
+def test_pooled_network_keeps_the_shape() -> None:
+    import torch
+
+    from training.model import NetConfig, RestoraLite
+
+    model = RestoraLite(NetConfig(widths=(8, 8, 16, 16), blocks=1, scale=2)).eval()
+    torch.nn.init.normal_(model.tail.weight, std=0.05)
+    x = torch.rand(1, 3, 128, 128)
+    with torch.no_grad():
+        y = model(x)
+    assert y.shape == x.shape and not torch.equal(y, x)
 
 
 # --- training smoke test and checkpoints ---

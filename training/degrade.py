@@ -47,8 +47,22 @@ def seed_for(name: str, salt: str = "") -> int:
     return int.from_bytes(hashlib.sha256(f"{name}|{salt}".encode()).digest()[:8], "little")
 
 
-def sample_degradation(rng: np.random.Generator) -> Degradation:
-    """A random degradation for training, in the GFPGAN / Real-ESRGAN style ranges."""
+def sample_light_degradation(rng: np.random.Generator) -> Degradation:
+    """A mild degradation: teaches the net to leave nearly clean faces alone instead of smoothing them."""
+    return Degradation(
+        blur_sigma=float(rng.uniform(0.0, 1.0)),
+        downscale=float(rng.uniform(1.0, 2.0)),
+        noise_sigma=float(rng.uniform(0.0, 4 / 255)),
+        jpeg_quality=int(rng.integers(70, 96)),
+        grayscale=bool(rng.random() < 0.05),
+    )
+
+
+def sample_degradation(rng: np.random.Generator, light_fraction: float = 0.0) -> Degradation:
+    """A random degradation for training, in the GFPGAN / Real-ESRGAN style ranges; a
+    ``light_fraction`` share of them comes from the mild ranges instead."""
+    if light_fraction > 0 and rng.random() < light_fraction:
+        return sample_light_degradation(rng)
     blur_sigma = float(rng.uniform(0.2, 3.0)) if rng.random() < 0.8 else 0.0
     motion_length = int(rng.integers(3, 12)) if rng.random() < 0.2 else 0
     # Log-uniform downscale in [1, 8]: as many mild cases as severe ones.
@@ -134,10 +148,12 @@ def apply_degradation(img: np.ndarray, d: Degradation, rng: np.random.Generator)
     return out8.astype(np.float32) / 255.0
 
 
-def make_pair(clean: np.ndarray, rng: np.random.Generator, jitter: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def make_pair(
+    clean: np.ndarray, rng: np.random.Generator, jitter: bool = True, light_fraction: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
     """A training pair (degraded input, target) from a clean float32 RGB patch."""
     target = color_jitter(clean, rng) if jitter and rng.random() < 0.5 else clean.astype(np.float32)
-    d = sample_degradation(rng)
+    d = sample_degradation(rng, light_fraction)
     degraded = apply_degradation(target, d, rng)
     if d.grayscale:
         target = to_gray(target)

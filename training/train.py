@@ -46,11 +46,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--ssim-weight", type=float, default=0.3)
     p.add_argument("--fft-weight", type=float, default=0.1)
+    p.add_argument("--light-fraction", type=float, default=0.0, help="share of mild degradations")
     p.add_argument("--detail-weight", type=float, default=0.0, help="edge-strength (Sobel magnitude) L1")
     p.add_argument("--widths", default="16,32,64,96")
     p.add_argument("--blocks", type=int, default=3)
     p.add_argument("--upsample", default="bilinear", choices=["bilinear", "nearest"])
-    p.add_argument("--scale", type=int, default=2, help="512 px inputs are pooled by this before the U-Net")
+    p.add_argument("--scale", type=int, default=1, help="512 px inputs are pooled by this before the U-Net")
     p.add_argument("--keep-fraction", type=float, default=0.6, help="sharpest fraction of UTKFace kept")
     p.add_argument("--hq-fraction", type=float, default=0.15, help="share of patches from train_hq")
     p.add_argument("--shrink-probability", type=float, default=0.3, help="how often UTKFace is downscaled")
@@ -73,10 +74,12 @@ def lr_at(progress: float, step: int, args: argparse.Namespace) -> float:
     return args.min_lr + 0.5 * (args.lr - args.min_lr) * (1 + math.cos(math.pi * progress))
 
 
-def make_batch(sampler: PatchSampler, rng: np.random.Generator, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+def make_batch(
+    sampler: PatchSampler, rng: np.random.Generator, batch: int, light_fraction: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     inputs, targets = [], []
     for _ in range(batch):
-        degraded, target = make_pair(sampler.sample(rng), rng)
+        degraded, target = make_pair(sampler.sample(rng), rng, light_fraction=light_fraction)
         inputs.append(degraded.transpose(2, 0, 1))
         targets.append(target.transpose(2, 0, 1))
     return torch.from_numpy(np.stack(inputs)), torch.from_numpy(np.stack(targets))
@@ -212,7 +215,7 @@ def train(args: argparse.Namespace, sampler: PatchSampler | None = None) -> Path
             g["lr"] = lr
         # Seeded by step: a resumed run sees the same batches it would have seen.
         rng = np.random.default_rng([args.seed, step])
-        x, y = make_batch(sampler, rng, args.batch)
+        x, y = make_batch(sampler, rng, args.batch, args.light_fraction)
         out = model.native(x)
         loss, parts = restoration_loss(out, y, args.ssim_weight, args.fft_weight, args.detail_weight)
         optimizer.zero_grad(set_to_none=True)
