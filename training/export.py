@@ -149,7 +149,12 @@ def export_all(checkpoint: Path, out_dir: Path, data_dir: Path, calib_count: int
     export_int8(fp32, int8, calibration_faces(data_dir, calib_count))
     manifest = {
         "version": 1,
-        "models": manifest_entries(out_dir, count_params(model), count_macs(model, SIZE) / 1e9, int(meta["step"])),
+        "models": manifest_entries(
+            out_dir,
+            count_params(model),
+            count_macs(model, SIZE) / 1e9,
+            int(meta.get("base_steps", 0)) + int(meta["step"]),
+        ),
     }
     (out_dir / "restora.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return [fp32, fp16, int8, out_dir / "restora.json"]

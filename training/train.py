@@ -129,7 +129,8 @@ def train(args: argparse.Namespace, sampler: PatchSampler | None = None) -> Path
         upsample=args.upsample,
         scale=args.scale,
     )
-    step, train_seconds = 0, 0.0
+    # base_steps: optimizer steps the starting weights had already had (kept across --weights-only).
+    step, train_seconds, base_steps = 0, 0.0, 0
     resume_path: Path | None = None
     if args.resume == "auto":
         resume_path = latest_checkpoint(run_dir)
@@ -141,7 +142,10 @@ def train(args: argparse.Namespace, sampler: PatchSampler | None = None) -> Path
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     if resume_path is not None:
         meta = load_checkpoint(resume_path, model, None if args.weights_only else optimizer)
-        if not args.weights_only:
+        base_steps = int(meta.get("base_steps", 0))
+        if args.weights_only:
+            base_steps += int(meta["step"])
+        else:
             step, train_seconds = int(meta["step"]), float(meta["train_seconds"])
     ema: dict[str, torch.Tensor] | None = None
     if args.ema > 0:
@@ -186,6 +190,9 @@ def train(args: argparse.Namespace, sampler: PatchSampler | None = None) -> Path
             optimizer,
             {
                 "step": step,
+                "base_steps": base_steps,
+                "total_steps": base_steps + step,
+                "parent": str(resume_path) if resume_path else None,
                 "train_seconds": train_seconds,
                 "net": net.to_dict(),
                 "params": count_params(model),
