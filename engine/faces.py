@@ -177,19 +177,24 @@ def paste_area(
 
 
 def paste_back(
-    image: np.ndarray, crop: np.ndarray, matrix: np.ndarray, mask: np.ndarray | None = None
+    image: np.ndarray,
+    crop: np.ndarray,
+    matrix: np.ndarray,
+    mask: np.ndarray | None = None,
+    strength: float = 1.0,
 ) -> np.ndarray:
     """Composite a (restored) crop back into ``image`` through the inverse of ``matrix``.
 
     Works only on the box the crop covers (never on full-size float copies), so big photos stay
-    cheap. ``image`` may be uint8 or uint16 RGB; the crop is uint8 RGB. Returns a new array.
+    cheap. ``image`` may be uint8 or uint16 RGB; the crop is uint8 RGB. ``strength`` scales the
+    mask: 0 leaves the photo exactly as it was, 1 pastes fully. Returns a new array.
     """
     import cv2
 
     size = crop.shape[0]
     result = image.copy()
     area = paste_area(matrix, size, image.shape)
-    if area is None:
+    if area is None or strength <= 0.0:
         return result
     x1, y1, x2, y2 = area
     if mask is None:
@@ -201,22 +206,14 @@ def paste_back(
     box = (x2 - x1, y2 - y1)
     warped = cv2.warpAffine(crop, inverse, box, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     warped_mask = cv2.warpAffine(mask, inverse, box, flags=cv2.INTER_LINEAR, borderValue=0.0)[..., None]
+    if strength < 1.0:
+        warped_mask *= strength
     region = result[y1:y2, x1:x2].astype(np.float32)
     scale = 257.0 if image.dtype == np.uint16 else 1.0  # uint8 -> uint16 maps 255 to 65535
     blended = region + (warped.astype(np.float32) * scale - region) * warped_mask
     limit = 65535.0 if image.dtype == np.uint16 else 255.0
     result[y1:y2, x1:x2] = np.clip(np.rint(blended), 0, limit).astype(image.dtype)
     return result
-
-
-def blend_fidelity(restored: np.ndarray, original: np.ndarray, fidelity: float) -> np.ndarray:
-    """Mix a restored crop with its input: fidelity 0 = fully restored, 1 = the input unchanged."""
-    if fidelity <= 0.0:
-        return restored
-    if fidelity >= 1.0:
-        return original
-    mixed = restored.astype(np.float32) * (1.0 - fidelity) + original.astype(np.float32) * fidelity
-    return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
 
 
 def color_match(restored: np.ndarray, reference: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:

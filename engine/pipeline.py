@@ -120,7 +120,7 @@ class Restoration:
 @dataclass(frozen=True)
 class ComposeOptions:
     fidelity: float
-    upscale: int = 1
+    upscale: float = 1
     color_correction: bool = True
     include: Sequence[bool] | None = None  # per face; None = all
 
@@ -315,38 +315,49 @@ class Enhancer:
         return Restoration(image, records, output, detected, self.settings.aligned)
 
 
-def finish_face(record: FaceRestoration, fidelity: float, color_correction: bool) -> np.ndarray:
-    """The crop to paste for one face at a given fidelity (colour-matched, blended with the input)."""
+def finish_face(record: FaceRestoration, fidelity: float, color_correction: bool) -> tuple[np.ndarray, float]:
+    """The crop to paste for one face and how strongly to paste it.
+
+    Fidelity mixes the restored face with the photo in image space (paste strength 1 - fidelity),
+    not with the aligned input crop: the crop is a resampled copy, so mixing with it would blur the
+    original even at fidelity 1. Models with a native weight input applied fidelity themselves.
+    """
     restored = record.restored
     if color_correction:
         restored = facelib.color_match(restored, record.crop)
     if record.native_fidelity is not None:
-        return restored  # the model already applied fidelity
-    return facelib.blend_fidelity(restored, record.crop, fidelity)
+        return restored, 1.0
+    return restored, 1.0 - fidelity
 
 
 def compose(
     source: Image, records: Sequence[FaceRestoration], options: ComposeOptions, *, aligned: bool = False
 ) -> Image:
-    """Build the output photo from cached face results: cheap, so fidelity changes re-run only this."""
+    """Build the output photo from cached face results: cheap, so fidelity changes re-run only this.
+
+    ``options.upscale`` may also be a fraction (a screen-sized preview of a big photo).
+    """
     base = resize_image(source, options.upscale) if options.upscale != 1 else source
     if aligned:
         if not records:
             return base
-        finished = finish_face(records[0], options.fidelity, options.color_correction)
-        pixels = cv2.resize(finished, (base.width, base.height), interpolation=cv2.INTER_CUBIC if
-                            base.width > finished.shape[1] else cv2.INTER_AREA)
-        if base.pixels.dtype == np.uint16:
-            pixels = pixels.astype(np.uint16) * 257
-        return replace(base, pixels=pixels)
+        finished, strength = finish_face(records[0], options.fidelity, options.color_correction)
+        grow = base.width > finished.shape[1]
+        resized = cv2.resize(finished, (base.width, base.height),
+                             interpolation=cv2.INTER_CUBIC if grow else cv2.INTER_AREA)
+        scale = 257.0 if base.pixels.dtype == np.uint16 else 1.0
+        limit = 65535.0 if base.pixels.dtype == np.uint16 else 255.0
+        original = base.pixels.astype(np.float32)
+        mixed = original + (resized.astype(np.float32) * scale - original) * strength
+        return replace(base, pixels=np.clip(np.rint(mixed), 0, limit).astype(base.pixels.dtype))
     pixels = base.pixels
     include = options.include
     for index, record in enumerate(records):
         if include is not None and not include[index]:
             continue
-        finished = finish_face(record, options.fidelity, options.color_correction)
+        finished, strength = finish_face(record, options.fidelity, options.color_correction)
         matrix = facelib.scale_matrix(record.matrix, options.upscale)
-        pixels = facelib.paste_back(pixels, finished, matrix)
+        pixels = facelib.paste_back(pixels, finished, matrix, strength=strength)
     return replace(base, pixels=pixels)
 
 

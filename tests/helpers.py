@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from PIL import Image as PILImage
 from PIL import ImageCms
 
 
+@functools.cache  # the profile header holds its creation time: make it once
 def srgb_icc() -> bytes:
     profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
     return bytes(profile.tobytes())

@@ -8,7 +8,6 @@ import pytest
 from engine.faces import (
     Face,
     align_face,
-    blend_fidelity,
     color_match,
     estimate_alignment,
     feather_mask,
@@ -100,13 +99,14 @@ def test_color_match_moves_colour_towards_the_reference(astronaut: np.ndarray) -
     assert after < before * 0.25
 
 
-def test_blend_fidelity_extremes_and_middle(astronaut: np.ndarray) -> None:
-    a = astronaut[:64, :64]
-    b = 255 - a
-    assert np.array_equal(blend_fidelity(a, b, 0.0), a)
-    assert np.array_equal(blend_fidelity(a, b, 1.0), b)
-    mid = blend_fidelity(a, b, 0.5).astype(int)
-    assert np.abs(mid - 127.5).max() <= 1
+def test_paste_strength_zero_keeps_the_photo_and_half_is_in_between(astronaut: np.ndarray) -> None:
+    aligned = align_face(astronaut, astronaut_face(), 256)
+    white = np.full_like(aligned.crop, 255)
+    assert np.array_equal(paste_back(astronaut, white, aligned.matrix, strength=0.0), astronaut)
+    nose = ASTRONAUT_LANDMARKS[2].astype(int)
+    half = paste_back(astronaut, white, aligned.matrix, strength=0.5)[nose[1], nose[0]].astype(int)
+    expected = (astronaut[nose[1], nose[0]].astype(int) + 255) / 2
+    assert np.abs(half - expected).max() <= 1
 
 
 def test_scale_matrix_matches_an_upscaled_image(astronaut: np.ndarray) -> None:
