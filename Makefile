@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.restora-installed
 
-.PHONY: run test setup lint clean
+.PHONY: run sample test setup lint clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit("Restora needs Python 3.11 or newer" if sys.version_info < (3, 11) else 0)'
@@ -23,13 +23,16 @@ $(STAMP): pyproject.toml | $(BIN)/python
 setup: $(STAMP)
 
 run: $(STAMP)
+	$(BIN)/restora
+
+sample: $(STAMP)
 	$(BIN)/restora enhance assets/samples/astronaut.jpg -o out/sample
-	@echo "restored photo: out/sample/astronaut.jpg (the desktop app: $(BIN)/restora gui)"
+	@echo "restored photo: out/sample/astronaut.jpg"
 
 lint: $(STAMP)
 	$(BIN)/ruff check engine gui tests training
 	$(BIN)/lint-imports
-	$(BIN)/mypy engine
+	$(BIN)/mypy engine gui
 
 test: $(STAMP)
 	# pytest exits 5 when it collected no test: that must fail, not pass.

@@ -166,7 +166,21 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("name")
 
     commands.add_parser("gui", help="open the desktop app")
+    for name, module, summary in _PLUGGED_COMMANDS:
+        plugged = commands.add_parser(name, help=summary)
+        _plugged_module(module).add_arguments(plugged)
     return parser
+
+
+# Commands whose code lives in their own engine module, each with
+# ``add_arguments(parser)`` and ``run(args, env) -> int``; imported only when listed here.
+_PLUGGED_COMMANDS: list[tuple[str, str, str]] = []
+
+
+def _plugged_module(module: str):  # type: ignore[no-untyped-def]
+    import importlib
+
+    return importlib.import_module(module)
 
 
 def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> ExitStatus:
@@ -190,6 +204,9 @@ def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> E
             return _detect(args, env)
         if args.command == "models":
             return _models(args, env)
+        for name, module, _ in _PLUGGED_COMMANDS:
+            if args.command == name:
+                return ExitStatus(_plugged_module(module).run(args, env))
         raise UsageError(f"unknown command {args.command}")
     except KeyboardInterrupt:
         print("\ninterrupted", file=env.stderr)

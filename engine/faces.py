@@ -206,8 +206,7 @@ def paste_back(
     box = (x2 - x1, y2 - y1)
     warped = cv2.warpAffine(crop, inverse, box, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     warped_mask = cv2.warpAffine(mask, inverse, box, flags=cv2.INTER_LINEAR, borderValue=0.0)[..., None]
-    if strength < 1.0:
-        warped_mask *= strength
+    warped_mask = warped_mask.astype(np.float32) * np.float32(min(strength, 1.0))
     region = result[y1:y2, x1:x2].astype(np.float32)
     scale = 257.0 if image.dtype == np.uint16 else 1.0  # uint8 -> uint16 maps 255 to 65535
     blended = region + (warped.astype(np.float32) * scale - region) * warped_mask

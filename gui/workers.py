@@ -23,6 +23,7 @@ from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 from PySide6.QtGui import QImage
 
 from engine.errors import CancelledError
+from engine.faces import scale_matrix
 from engine.imageio import Image, load_image, save_image
 from engine.models import ModelStore
 from engine.pipeline import (
@@ -192,11 +193,7 @@ def scaled_restoration(restoration: Restoration, factor: float) -> Restoration:
     source = restoration.source
     size = (max(1, round(source.width * factor)), max(1, round(source.height * factor)))
     pixels = cv2.resize(source.pixels, size, interpolation=cv2.INTER_AREA)
-    faces = []
-    for face in restoration.faces:
-        matrix = face.matrix.astype(np.float64).copy()
-        matrix[:, :2] /= factor
-        faces.append(replace(face, matrix=matrix.astype(np.float32)))
+    faces = [replace(face, matrix=scale_matrix(face.matrix, factor)) for face in restoration.faces]
     return replace(restoration, source=replace(source, pixels=pixels, alpha=None), faces=tuple(faces))
 
 
