@@ -151,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     detect.add_argument("--detector", default=DEFAULT_DETECTOR)
     detect.add_argument("--provider", choices=PROVIDERS, default="auto")
+    detect.add_argument("--min-face", type=_non_negative, default=16, metavar="PX",
+                        help="smallest face to find (larger is faster on big photos)")
     detect.add_argument("--json", action="store_true", help="print JSON")
 
     models = commands.add_parser("models", help="list, verify, import and download models")
@@ -335,7 +337,7 @@ def _detect(args: argparse.Namespace, env: Environment) -> ExitStatus:
     for path in args.images:
         try:
             image = load_image(path)
-            found = detect_faces(detector, image, EnhanceSettings().detect_max_side)
+            found = detect_faces(detector, image, EnhanceSettings().detect_max_side, args.min_face)
         except RestoraError as error:
             print(f"error: {path}: {error}", file=env.stderr)
             results.append({"input": str(path), "error": str(error), "faces": []})

@@ -157,18 +157,34 @@ def load_detector(
     return build_detector(spec, paths, lambda path: create_session(path, provider, threads))
 
 
-def detect_faces(detector: Detector, image: Image | np.ndarray, max_side: int) -> list[Face]:
-    """Detect on a copy no larger than ``max_side`` and map the faces back to full resolution.
+# The smallest face the detectors find reliably, in pixels of the image they are given (MTCNN's
+# default minimum; YuNet and SCRFD do about as well), and the largest copy detection ever runs on.
+DETECTOR_MIN_FACE = 16
+DETECT_SIDE_CEILING = 4096
 
-    Big photos gain nothing from full-resolution detection (faces below a few dozen pixels are
-    not worth restoring at 48 MP) and lose a lot of time and memory.
+
+def detection_scale(width: int, height: int, max_side: int, min_face: float) -> float:
+    """How much to shrink a photo before detection, at most 1.
+
+    Big photos are shrunk to ``max_side``, but never so far that a face of ``min_face`` pixels falls
+    below what the detector can see: ``--min-face`` is a promise that such faces are found. Raising
+    it is how a user trades small faces for speed on big photos. A ceiling keeps memory bounded on
+    huge (48 MP) photos, where faces under about ``min_face * longest / 4096`` px may be missed.
     """
+    longest = max(width, height)
+    factor = max_side / longest
+    if min_face > 0:
+        factor = max(factor, DETECTOR_MIN_FACE / min_face)
+    return min(1.0, factor, DETECT_SIDE_CEILING / longest)
+
+
+def detect_faces(detector: Detector, image: Image | np.ndarray, max_side: int, min_face: float = 0) -> list[Face]:
+    """Detect on a copy shrunk by ``detection_scale`` and map the faces back to full resolution."""
     pixels = to_uint8(image.pixels if isinstance(image, Image) else image)
     height, width = pixels.shape[:2]
-    longest = max(height, width)
-    if longest <= max_side:
+    factor = detection_scale(width, height, max_side, min_face)
+    if factor >= 1.0:
         return detector.detect(pixels)
-    factor = max_side / longest
     small = cv2.resize(
         pixels, (max(round(width * factor), 1), max(round(height * factor), 1)), interpolation=cv2.INTER_AREA
     )
@@ -219,7 +235,7 @@ class Enhancer:
         """All faces in the photo, in its pixel coordinates (detection on a downscaled copy)."""
         if self.detector is None:
             raise ModelNotFoundError("no detector loaded (aligned mode)")
-        return detect_faces(self.detector, image, self.settings.detect_max_side)
+        return detect_faces(self.detector, image, self.settings.detect_max_side, self.settings.min_face)
 
     def select(self, found: list[Face]) -> list[Face]:
         return facelib.select_faces(

@@ -129,3 +129,24 @@ def test_settings_are_a_frozen_snapshot() -> None:
     with pytest.raises(AttributeError):
         settings.fidelity = 0.2  # type: ignore[misc]
     assert replace(settings, fidelity=0.2).fidelity == 0.2
+
+
+def test_a_small_face_in_a_big_photo_is_found_down_to_min_face(enhancer: Enhancer, astronaut: np.ndarray) -> None:
+    import cv2
+
+    canvas = np.full((2400, 3200, 3), 120, np.uint8)  # 7.7 MP, well above the 1280 px detection size
+    tiny = cv2.resize(astronaut, (128, 128), interpolation=cv2.INTER_AREA)  # face about 24 px
+    canvas[1500:1628, 2000:2128] = tiny
+    faces = enhancer.detect(canvas)
+    assert len(faces) == 1
+    x1, y1, x2, y2 = faces[0].box
+    assert 2030 < (x1 + x2) / 2 < 2090 and 1510 < (y1 + y2) / 2 < 1570
+
+
+def test_detection_scale_honours_min_face_and_the_ceiling() -> None:
+    from engine.pipeline import detection_scale
+
+    assert detection_scale(1000, 800, 1280, 16) == 1.0
+    assert detection_scale(4000, 3000, 1280, 16) == 1.0  # 16 px faces must stay visible
+    assert detection_scale(4000, 3000, 1280, 64) == 0.32  # bigger min face: detection on 1280 px
+    assert detection_scale(8000, 6000, 1280, 16) == 4096 / 8000  # memory ceiling on 48 MP
