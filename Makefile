@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.restora-installed
 
-.PHONY: run sample test setup lint clean
+.PHONY: run sample test setup lint clean fuzz soak
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit("Restora needs Python 3.11 or newer" if sys.version_info < (3, 11) else 0)'
@@ -39,6 +39,18 @@ test: $(STAMP)
 	@status=0; QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q || status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$status
 	$(MAKE) --no-print-directory lint
+
+# Reliability checks (docs/RELIABILITY.md), not part of `make test`:
+#   make fuzz   atheris fuzzing of the image loader and the model manifest parser, FUZZ_SECONDS each
+#   make soak   1,000 generated photos through a batch; RSS and open files must stay flat
+FUZZ_SECONDS ?= 60
+fuzz: $(STAMP)
+	$(BIN)/python -c 'import atheris' 2>/dev/null || $(BIN)/pip install --quiet atheris
+	$(BIN)/python fuzz/fuzz_imageio.py -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -timeout=20 fuzz/corpus/imageio
+	$(BIN)/python fuzz/fuzz_manifest.py -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=1024 -timeout=10 fuzz/corpus/manifest
+
+soak: $(STAMP)
+	$(BIN)/python scripts/soak.py --photos 1000 --every 50
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,13 +23,13 @@ from pathlib import Path
 from engine.errors import CancelledError, ImageError, OutputError, RestoraError
 from engine.imageio import (
     DEFAULT_MAX_PIXELS,
+    PART_PREFIX,
     SUPPORTED_EXTENSIONS,
     Image,
     atomic_write_bytes,
     is_supported_path,
     load_image,
     output_format_for,
-    same_file,
     save_image,
 )
 from engine.pipeline import CancelToken, Enhancer, Restoration, engine_info
@@ -88,11 +90,15 @@ class ItemResult:
     seconds: float = 0.0
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
+    # The failure's formatted traceback, for --verbose; left out of the report otherwise.
+    details: str | None = field(default=None, repr=False)
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self, verbose: bool = False) -> dict[str, object]:
         data = asdict(self)
         if data["error"] is None:
             del data["error"]
+        if not verbose or data["details"] is None:
+            del data["details"]
         if not data["warnings"]:
             del data["warnings"]
         if self.status in ("skipped", "cancelled"):
@@ -130,7 +136,7 @@ class BatchReport:
     def count(self, status: str) -> int:
         return sum(1 for item in self.items if item.status == status)
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self, verbose: bool = False) -> dict[str, object]:
         data: dict[str, object] = {
             "version": REPORT_VERSION,
             "model": self.model,
@@ -138,14 +144,15 @@ class BatchReport:
             "precision": self.precision,
             "provider": self.provider,
             "seconds": round(self.seconds, 3),
-            "items": [item.to_dict() for item in self.items],
+            "items": [item.to_dict(verbose) for item in self.items],
         }
         if self.notes:
             data["notes"] = list(self.notes)
         return data
 
-    def write_json(self, path: Path) -> None:
-        atomic_write_bytes(path, json.dumps(self.to_dict(), indent=2, ensure_ascii=False).encode("utf-8"))
+    def write_json(self, path: Path, verbose: bool = False) -> None:
+        text = json.dumps(self.to_dict(verbose), indent=2, ensure_ascii=False)
+        atomic_write_bytes(path, text.encode("utf-8"))
 
 
 # -- listing -----------------------------------------------------------------------------------
@@ -201,14 +208,48 @@ def plan_outputs(items: Sequence[InputItem], options: BatchOptions) -> list[Path
             target = target.with_name(f"{stem}_{source_ext}{options.suffix}{extension}")
         taken.add(target)
         planned.append(target)
-    inputs = {os.path.normcase(os.path.abspath(item.path)) for item in items}
-    for item, target in zip(items, planned, strict=True):
-        if os.path.normcase(os.path.abspath(target)) in inputs or same_file(item.path, target):
-            raise OutputError(
-                f"output {target} would overwrite the input {item.path}; choose another output folder "
-                "or add --suffix"
-            )
+    _refuse_outputs_onto_inputs(items, planned)
     return planned
+
+
+def _refuse_outputs_onto_inputs(items: Sequence[InputItem], planned: Sequence[Path]) -> None:
+    """OutputError when any output path is, or leads to, any input.
+
+    Compared three ways: the path as written, the path with every link resolved (an output folder
+    that is a link to the input folder), and the file's identity (an existing hard link or symbolic
+    link in the output folder to an input). Writes are renames, which replace a link rather than
+    its target, but a plan that points at an original is refused anyway: it is always a mistake.
+    """
+    by_path: dict[str, Path] = {}
+    by_identity: dict[tuple[int, int], Path] = {}
+    for item in items:
+        by_path[os.path.normcase(os.path.abspath(item.path))] = item.path
+        by_path[os.path.normcase(os.path.realpath(item.path))] = item.path
+        identity = _identity(item.path)
+        if identity is not None:
+            by_identity[identity] = item.path
+    for target in planned:
+        original = (by_path.get(os.path.normcase(os.path.abspath(target)))
+                    or by_path.get(os.path.normcase(os.path.realpath(target))))
+        if original is None:
+            identity = _identity(target)
+            original = by_identity.get(identity) if identity is not None else None
+        if original is None:
+            # A dangling or unreadable link: if it resolves to nothing we know, the rename is harmless.
+            continue
+        raise OutputError(
+            f"output {target} would overwrite the input {original}; choose another output folder "
+            "or add --suffix"
+        )
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of what `path` leads to, or None when it does not exist."""
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return (info.st_dev, info.st_ino) if info.st_ino else None
 
 
 def check_output_dir(path: Path) -> None:
@@ -220,6 +261,47 @@ def check_output_dir(path: Path) -> None:
     except OSError as error:
         reason = error.strerror or error.__class__.__name__
         raise OutputError(f"cannot write to the output folder {path}: {reason}") from None
+
+
+_STALE_PART = re.compile(re.escape(PART_PREFIX) + r"(\d+)-[^/]*\.part")
+
+
+def remove_stale_parts(folders: Sequence[Path]) -> int:
+    """Delete temporary files that a killed run left in these folders; returns how many.
+
+    Only Restora's own ``.restora-<pid>-*.part`` files go, and only when that process no longer
+    exists, so a second run writing into the same folder at the same time is never disturbed.
+    """
+    removed = 0
+    for folder in dict.fromkeys(folders):
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for name in names:
+            match = _STALE_PART.fullmatch(name)
+            if match is None or _process_alive(int(match.group(1))):
+                continue
+            try:
+                os.unlink(folder / name)
+                removed += 1
+            except OSError:
+                pass  # gone already, or not ours to delete: it is hidden and harmless
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True  # this process may be writing it now (another batch, the GUI)
+    if os.name != "posix":
+        return True  # no cheap liveness check: leave the file
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True
+    return True
 
 
 # -- running -----------------------------------------------------------------------------------
@@ -237,6 +319,7 @@ def run_batch(
     started = time.perf_counter()
     outputs = plan_outputs(items, options)
     check_output_dir(options.output_dir)
+    stale = remove_stale_parts([options.output_dir, *(target.parent for target in outputs)])
     results: list[ItemResult | None] = [None] * len(items)
     begun: dict[int, float] = {}
     lock = threading.Lock()
@@ -253,9 +336,15 @@ def run_batch(
         if progress is not None:
             progress(snapshot)
 
+    # Photos handed to the enhancer and not yet out of it: the ones lost if a shared inference
+    # batch fails as a whole.
+    handed: set[int] = set()
+
     def fail(index: int, error: BaseException) -> None:
-        finish(index, ItemResult(str(items[index].path), None, "error",
-                                 seconds=_since(begun.get(index)), error=describe_error(error)))
+        handed.discard(index)
+        details = "".join(traceback.format_exception(error))
+        finish(index, ItemResult(str(items[index].path), None, "error", seconds=_since(begun.get(index)),
+                                 error=describe_error(error), details=details))
 
     todo: list[int] = []
     for index, (item, target) in enumerate(zip(items, outputs, strict=True)):
@@ -292,6 +381,7 @@ def run_batch(
                 except Exception as error:
                     fail(index, error)
                     continue
+                handed.add(index)
                 yield index, image
 
         def save(index: int, restoration: Restoration) -> None:
@@ -306,12 +396,25 @@ def run_batch(
                                      faces=restoration.face_count, seconds=_since(begun.get(index)),
                                      warnings=list(restoration.source.warnings)))
 
-        for index, restoration in enhancer.enhance_many(loaded(), cancel, on_error=fail):
-            cancel.raise_if_cancelled()
-            # Back-pressure: never hold more finished photos in memory than savers can take.
-            while len(saving) >= workers * 2:
-                saving.popleft().result()
-            saving.append(savers.submit(save, index, restoration))
+        stream = loaded()
+        while True:
+            try:
+                for index, restoration in enhancer.enhance_many(stream, cancel, on_error=fail):
+                    handed.discard(index)
+                    cancel.raise_if_cancelled()
+                    # Back-pressure: never hold more finished photos in memory than savers can take.
+                    while len(saving) >= workers * 2:
+                        saving.popleft().result()
+                    saving.append(savers.submit(save, index, restoration))
+                break
+            except Exception as error:
+                # A failure while restoring a batch of faces costs the photos in that batch, not the
+                # run: they are reported and the same stream of loaded photos goes on.
+                lost = sorted(handed)
+                if isinstance(error, CancelledError) or cancel.cancelled or not lost:
+                    raise
+                for index in lost:
+                    fail(index, error)
         while saving:
             saving.popleft().result()
     except BaseException:
@@ -327,8 +430,11 @@ def run_batch(
     info = engine_info(enhancer)
     final = [r if r is not None else ItemResult(str(items[i].path), None, "cancelled")
              for i, r in enumerate(results)]
+    notes = list(info.notes)
+    if stale:
+        notes.append(f"removed {stale} temporary file{'s' if stale != 1 else ''} left by an interrupted run")
     return BatchReport(info.model, info.detector, info.precision, info.provider,
-                       time.perf_counter() - started, final, list(info.notes))
+                       time.perf_counter() - started, final, notes)
 
 
 def _since(start: float | None) -> float:
@@ -338,13 +444,17 @@ def _since(start: float | None) -> float:
 def describe_error(error: BaseException) -> str:
     """One line for the report: typed engine errors carry their own message."""
     if isinstance(error, RestoraError):
-        return str(error)
+        return _one_line(str(error)) or error.__class__.__name__
     if isinstance(error, MemoryError):
         return "out of memory while processing this photo"
     if isinstance(error, OSError):
         name = getattr(error, "filename", None)
         return f"{error.strerror or error.__class__.__name__}{f': {name}' if name else ''}"
-    return f"{error.__class__.__name__}: {error}"
+    return _one_line(f"{error.__class__.__name__}: {error}")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 __all__ = [
@@ -362,5 +472,6 @@ __all__ = [
     "collect_inputs",
     "describe_error",
     "plan_outputs",
+    "remove_stale_parts",
     "run_batch",
 ]

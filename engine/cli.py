@@ -26,7 +26,10 @@ from engine.batch import (
     BatchProgress,
     BatchReport,
     InputError,
+    check_output_dir,
     collect_inputs,
+    describe_error,
+    plan_outputs,
     run_batch,
 )
 from engine.errors import CancelledError, ModelError, OutputError, RestoraError
@@ -176,7 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Commands whose code lives in their own engine module, each with
 # ``add_arguments(parser)`` and ``run(args, env) -> int``; imported only when listed here.
-_PLUGGED_COMMANDS: list[tuple[str, str, str]] = []
+_PLUGGED_COMMANDS: list[tuple[str, str, str]] = [
+    ("self-test", "engine.selftest", "check the installation: models, detection, restoration, saving"),
+]
 
 
 def _plugged_module(module: str):  # type: ignore[no-untyped-def]
@@ -223,6 +228,12 @@ def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> E
             traceback.print_exc(file=env.stderr)
         print(f"error: {error}", file=env.stderr)
         return ExitStatus.ERROR
+    except Exception as error:  # a bug: one line for the user, the traceback with --verbose
+        if args.verbose:
+            traceback.print_exc(file=env.stderr)
+        print(f"error: unexpected failure: {describe_error(error)} (run with --verbose for details)",
+              file=env.stderr)
+        return ExitStatus.ERROR
 
 
 def run() -> None:
@@ -250,10 +261,13 @@ def _enhance(args: argparse.Namespace, env: Environment) -> ExitStatus:
         max_pixels=args.max_pixels,
     )
     items = collect_inputs(args.inputs, recursive=args.recursive)
+    # Output problems are usage errors found before the models load (run_batch checks again).
+    plan_outputs(items, options)
+    check_output_dir(options.output_dir)
     enhancer = Enhancer(settings, store)  # model errors surface here, before any photo
     for note in enhancer.notes:
         print(f"note: {note}", file=env.stderr)
-    reporter = _ProgressReporter(env, quiet=args.quiet, total=len(items))
+    reporter = _ProgressReporter(env, quiet=args.quiet, total=len(items), verbose=args.verbose)
     cancel = CancelToken()
     started = time.perf_counter()
     try:
@@ -264,7 +278,7 @@ def _enhance(args: argparse.Namespace, env: Environment) -> ExitStatus:
               "rerun with --skip-existing to resume", file=env.stderr)
         return ExitStatus.INTERRUPTED
     if args.json is not None:
-        report.write_json(args.json)
+        report.write_json(args.json, verbose=args.verbose)
     _print_summary(report, env, quiet=args.quiet)
     return ExitStatus.ERROR if report.failed else ExitStatus.OK
 
@@ -272,10 +286,11 @@ def _enhance(args: argparse.Namespace, env: Environment) -> ExitStatus:
 class _ProgressReporter:
     """A rich progress bar on a terminal; plain lines otherwise (logs, CI); nothing with --quiet."""
 
-    def __init__(self, env: Environment, *, quiet: bool, total: int) -> None:
+    def __init__(self, env: Environment, *, quiet: bool, total: int, verbose: bool = False) -> None:
         self.env = env
         self.quiet = quiet
         self.total = total
+        self.verbose = verbose
         self._bar: Progress | None = None
         self._task: TaskID | None = None
 
@@ -298,20 +313,31 @@ class _ProgressReporter:
             self._bar.stop()
 
     def update(self, progress: BatchProgress) -> None:
+        last = progress.last
+        # With --verbose a failed photo's full traceback is shown, even with --quiet.
+        details = last.details if self.verbose and last.status == "error" else None
         if self.quiet:
+            if details:
+                print(f"error: {last.input}: {last.error}\n{details}", file=self.env.stderr, flush=True)
             return
         rate = progress.faces / progress.elapsed if progress.elapsed > 0 else 0.0
         if self._bar is not None and self._task is not None:
             self._bar.update(self._task, completed=progress.done, rate=f"{rate:.1f} faces/s")
-            if progress.last.status == "error":
-                self._bar.console.print(f"[red]error[/red] {progress.last.input}: {progress.last.error}")
+            if last.status == "error":
+                from rich.markup import escape
+
+                self._bar.console.print(f"[red]error[/red] {escape(f'{last.input}: {last.error}')}",
+                                        highlight=False)
+                if details:
+                    self._bar.console.print(details, markup=False, highlight=False)
             return
-        last = progress.last
         detail = {
             "ok": f"{last.faces} face{'s' if last.faces != 1 else ''}, {last.seconds:.2f} s",
             "error": f"error: {last.error}",
         }.get(last.status, last.status)
         print(f"[{progress.done}/{progress.total}] {last.input}: {detail}", file=self.env.stderr, flush=True)
+        if details:
+            print(details, file=self.env.stderr, end="" if details.endswith("\n") else "\n", flush=True)
 
 
 def _print_summary(report: BatchReport, env: Environment, *, quiet: bool) -> None:

@@ -14,6 +14,7 @@ import codecs
 import contextlib
 import io
 import os
+import stat
 import struct
 import tempfile
 import zlib
@@ -30,6 +31,7 @@ from PIL import ImageCms
 
 from engine.errors import ImageError, ImageTooLargeError, OutputError, RestoraError
 
+PART_PREFIX = ".restora-"  # temporary files of atomic writes: .restora-<pid>-<random>.part
 DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own decompression-bomb threshold (about 178 MP)
 
 SUPPORTED_EXTENSIONS: frozenset[str] = frozenset(
@@ -159,8 +161,12 @@ def load_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
     """
     source = Path(os.fspath(path))
     try:
-        with open(source, "rb") as handle:
-            if os.fstat(handle.fileno()).st_size == 0:
+        # Read-only, and non-blocking so that a FIFO named photo.jpg cannot hang the batch.
+        with open(source, "rb", opener=_open_nonblocking) as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise ImageError(f"{source}: not a regular file (a pipe, socket or device)")
+            if info.st_size == 0:
                 raise ImageError(f"{source}: empty file")
             return _decode(handle, source, max_pixels)
     except RestoraError:
@@ -177,6 +183,10 @@ def load_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
         raise ImageError(f"{source}: not enough memory to decode this image") from None
     except Exception as error:  # decoders raise anything; callers get one typed error
         raise ImageError(f"{source}: cannot read: {_one_line(error)}") from error
+
+
+def _open_nonblocking(path: str, flags: int) -> int:
+    return os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
 
 
 def _decode(handle: IO[bytes], source: Path, max_pixels: int) -> Image:
@@ -625,14 +635,15 @@ def _png_chunk(kind: bytes, payload: bytes) -> bytes:
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write `data` to `path` so that readers see the old file or the whole new one, never a part.
 
-    Writes a hidden .restora-*.part file in the same folder, fsyncs it, then renames it over `path`.
+    Writes a hidden .restora-<pid>-*.part file in the same folder, fsyncs it, then renames it over
+    `path` (the pid lets a later batch remove what a killed process left: engine.batch).
     Raises OutputError("cannot write out/a.jpg: No space left on device") and leaves no .part file.
     """
     target = Path(os.fspath(path))
     temporary: str | None = None
     try:
         with tempfile.NamedTemporaryFile(
-            dir=target.parent, prefix=".restora-", suffix=".part", delete=False
+            dir=target.parent, prefix=f"{PART_PREFIX}{os.getpid()}-", suffix=".part", delete=False
         ) as part:
             temporary = part.name
             part.write(data)

@@ -122,7 +122,7 @@ def motion_kernel(length: int, angle: float) -> np.ndarray:
 def apply_degradation(img: np.ndarray, d: Degradation, rng: np.random.Generator) -> np.ndarray:
     """Degrade a clean float32 RGB image in [0, 1]; returns float32 of the same size, quantized to 8 bits."""
     h, w = img.shape[:2]
-    out = img.astype(np.float32, copy=True)
+    out: np.ndarray = img.astype(np.float32, copy=True)
     if d.grayscale:
         out = to_gray(out)
     if d.blur_sigma > 0:
@@ -137,11 +137,12 @@ def apply_degradation(img: np.ndarray, d: Degradation, rng: np.random.Generator)
     if d.noise_sigma > 0:
         shape = (*out.shape[:2], 1) if d.grayscale else out.shape
         out = out + rng.normal(0.0, d.noise_sigma, size=shape).astype(np.float32)
-    out8 = np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    out8: np.ndarray = np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8)
     if d.jpeg_quality > 0:
         ok, buf = cv2.imencode(".jpg", out8[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, d.jpeg_quality])
-        if ok:
-            out8 = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
+        decoded = cv2.imdecode(buf, cv2.IMREAD_COLOR) if ok else None
+        if decoded is not None:
+            out8 = decoded[..., ::-1]
     if out8.shape[:2] != (h, w):
         up = (cv2.INTER_LINEAR, cv2.INTER_CUBIC)[int(rng.integers(2))]
         out8 = cv2.resize(np.ascontiguousarray(out8), (w, h), interpolation=up)

@@ -81,7 +81,8 @@ class RestoraLite(nn.Module):
         self.tail = conv3(c0, 3)
         # Start as the identity: the residual branch outputs zero until it learns something.
         nn.init.zeros_(self.tail.weight)
-        nn.init.zeros_(self.tail.bias)
+        if self.tail.bias is not None:
+            nn.init.zeros_(self.tail.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.config.scale
