@@ -41,6 +41,7 @@ from typing import Any
 import platformdirs
 
 from engine.errors import DownloadError, ModelError, ModelFormatError, ModelIntegrityError, ModelNotFoundError
+from engine.imageio import atomic_write_bytes
 
 FAMILIES = ("restorer", "detector", "landmarks")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -544,16 +545,7 @@ class ModelStore:
 
 def _atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _atomic_copy(source: Path, target: Path) -> None:
