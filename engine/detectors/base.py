@@ -119,6 +119,26 @@ def letterbox(image: np.ndarray, width: int, height: int) -> tuple[np.ndarray, f
     return canvas, scale
 
 
+def fixed_input_size(shape: Sequence[Any]) -> tuple[int, int] | None:
+    """(width, height) of an NCHW input whose spatial size is fixed in the graph, else None."""
+    if len(shape) != 4:
+        return None
+    height, width = static_dim(shape[2]), static_dim(shape[3])
+    return (width, height) if width and height else None
+
+
+def canvas_size(fixed: tuple[int, int] | None, long_side: int, height: int, width: int) -> tuple[int, int]:
+    """The (width, height) a detector's input canvas takes for an image of this size.
+
+    A graph with a fixed input defines its own canvas; a dynamic one gets the image fitted into
+    ``long_side`` and padded up to a multiple of the largest stride (32).
+    """
+    if fixed is not None:
+        return fixed
+    scale = long_side / max(height, width)
+    return round_up(max(1, round(width * scale)), 32), round_up(max(1, round(height * scale)), 32)
+
+
 def round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 

@@ -17,17 +17,17 @@ import onnxruntime as ort
 
 from engine.detectors.base import (
     MakeSession,
+    canvas_size,
     check_image,
     faces_from_arrays,
+    fixed_input_size,
     float_option,
     int_option,
     letterbox,
     nms,
     outputs_by_last_dim,
     require_path,
-    round_up,
     single_input,
-    static_dim,
 )
 from engine.errors import ModelFormatError
 from engine.faces import Face
@@ -72,8 +72,7 @@ class RetinaFaceDetector:
         self.nms_threshold = nms_threshold
         self._session = session
         self._input, shape = single_input(session, name)
-        height, width = (static_dim(shape[2]), static_dim(shape[3])) if len(shape) == 4 else (None, None)
-        self._fixed = (width, height) if width and height else None
+        self._fixed = fixed_input_size(shape)
         self.input_size = input_size
         groups = outputs_by_last_dim(session, name, (4, 2, 10))
         self._outputs = [groups[4][0], groups[2][0], groups[10][0]]
@@ -81,12 +80,7 @@ class RetinaFaceDetector:
     def detect(self, image: np.ndarray) -> list[Face]:
         image = check_image(image)
         height, width = image.shape[:2]
-        if self._fixed is not None:
-            canvas_w, canvas_h = self._fixed
-        else:
-            long_scale = self.input_size / max(height, width)
-            canvas_w = round_up(max(1, round(width * long_scale)), 32)
-            canvas_h = round_up(max(1, round(height * long_scale)), 32)
+        canvas_w, canvas_h = canvas_size(self._fixed, self.input_size, height, width)
         canvas, scale = letterbox(image[:, :, ::-1], canvas_w, canvas_h)
         blob = (canvas.astype(np.float32) - BGR_MEAN).transpose(2, 0, 1)[None]
         loc, conf, landms = (

@@ -16,16 +16,16 @@ import onnxruntime as ort
 
 from engine.detectors.base import (
     MakeSession,
+    canvas_size,
     check_image,
     faces_from_arrays,
+    fixed_input_size,
     float_option,
     int_option,
     letterbox,
     nms,
     require_path,
-    round_up,
     single_input,
-    static_dim,
 )
 from engine.errors import ModelFormatError
 from engine.faces import Face
@@ -51,9 +51,8 @@ class YuNetDetector:
         self.nms_threshold = nms_threshold
         self._session = session
         self._input, shape = single_input(session, name)
-        height, width = (static_dim(shape[2]), static_dim(shape[3])) if len(shape) == 4 else (None, None)
         # Fixed exports define their own size; the dynamic one runs at ``input_size`` (long side).
-        self._fixed = (width, height) if width and height else None
+        self._fixed = fixed_input_size(shape)
         self.input_size = input_size
         names = {o.name for o in session.get_outputs()}
         self._outputs = [f"{kind}_{s}" for s in STRIDES for kind in ("cls", "obj", "bbox", "kps")]
@@ -64,12 +63,7 @@ class YuNetDetector:
     def detect(self, image: np.ndarray) -> list[Face]:
         image = check_image(image)
         height, width = image.shape[:2]
-        if self._fixed is not None:
-            canvas_w, canvas_h = self._fixed
-        else:
-            long_scale = self.input_size / max(height, width)
-            canvas_w = round_up(max(1, round(width * long_scale)), 32)
-            canvas_h = round_up(max(1, round(height * long_scale)), 32)
+        canvas_w, canvas_h = canvas_size(self._fixed, self.input_size, height, width)
         canvas, scale = letterbox(image[:, :, ::-1], canvas_w, canvas_h)  # BGR
         blob = canvas.transpose(2, 0, 1)[None].astype(np.float32)
         outputs = dict(zip(self._outputs, self._session.run(self._outputs, {self._input: blob}), strict=True))
