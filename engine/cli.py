@@ -181,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
 # ``add_arguments(parser)`` and ``run(args, env) -> int``; imported only when listed here.
 _PLUGGED_COMMANDS: list[tuple[str, str, str]] = [
     ("self-test", "engine.selftest", "check the installation: models, detection, restoration, saving"),
+    ("bench", "engine.bench", "measure speed and memory on this machine"),
 ]
 
 

@@ -225,8 +225,13 @@ def _parse_file(entry: Mapping[str, Any], where: str, default_role: str | None) 
     if sha is not None and (not isinstance(sha, str) or not _SHA256.match(sha)):
         raise _fail(where, f"sha256 of {name} must be 64 hex digits or null, got {sha!r}")
     url = _opt_str(entry, "url", where)
-    if url is not None and urllib.parse.urlsplit(url).scheme not in ("http", "https"):
-        raise _fail(where, f"url of {name} must be http(s), got {url!r}")
+    if url is not None:
+        try:
+            scheme = urllib.parse.urlsplit(url).scheme
+        except ValueError:  # "http://[" and other malformed netlocs (found by fuzz/fuzz_manifest.py)
+            raise _fail(where, f"url of {name} is not a valid URL: {url!r}") from None
+        if scheme not in ("http", "https"):
+            raise _fail(where, f"url of {name} must be http(s), got {url!r}")
     return ModelFile(
         role=role,
         file=name,
@@ -415,13 +420,17 @@ def _remember_sha256(path: Path, digest: str) -> None:
 
 
 def _package_dirs(package: str) -> list[Path]:
+    # A frozen app (build.spec) carries a data-only package's files as a plain folder in its
+    # bundle, where the import system need not see a package: look there first.
+    frozen_root = getattr(sys, "_MEIPASS", None)
+    bundled = [Path(frozen_root) / package] if frozen_root is not None else []
     try:
         found = importlib.util.find_spec(package)
     except (ImportError, ValueError):
-        return []
+        return bundled
     if found is None or not found.submodule_search_locations:
-        return []
-    return [Path(location) for location in found.submodule_search_locations]
+        return bundled
+    return [*bundled, *(Path(location) for location in found.submodule_search_locations)]
 
 
 @dataclass(frozen=True)
@@ -617,7 +626,10 @@ def _spec_from_graph(name: str, file_name: str, digest: str, path: Path) -> Mode
     from engine.restorers.families import RESTORER_CONVENTIONS, describe, detect_family, family_of
 
     inputs, outputs, metadata = _graph_io(path)
-    arch = detect_family(inputs, outputs)
+    try:
+        arch = detect_family(inputs, outputs)
+    except ModelFormatError as error:  # the message names the file, like every other import error
+        raise ModelFormatError(f"{path.name}: {error}") from None
     # A graph may state its own conventions (Restora's training exports do): restora.arch etc.
     declared = metadata.get("restora.arch")
     if declared is not None:

@@ -10,14 +10,24 @@ from importlib import metadata
 from pathlib import Path
 from types import TracebackType
 
-from PySide6.QtCore import QCoreApplication, Qt, QTimer
+from PySide6.QtCore import QCoreApplication, Qt, QThreadPool, QTimer
 from PySide6.QtGui import QColor, QGuiApplication, QPalette
-from PySide6.QtWidgets import QApplication, QDialog, QDialogButtonBox, QMessageBox, QTextBrowser, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QApplication,
+    QDialog,
+    QDialogButtonBox,
+    QLabel,
+    QMessageBox,
+    QTextBrowser,
+    QVBoxLayout,
+    QWidget,
+)
 
 from engine.batch import describe_error
 from engine.models import ASSETS_DIR
+from engine.selftest import SelfTestReport, run_self_test
 from gui.settings import AppSettings
-from gui.workers import EnginePool
+from gui.workers import EnginePool, run_task
 
 ORGANISATION = "Restora"
 APP = "Restora"
@@ -139,12 +149,23 @@ class AboutDialog(QDialog):
         browser = QTextBrowser()
         browser.setOpenExternalLinks(True)
         browser.setMarkdown(text)
+        # The same checks as `restora self-test`, run in the background while the box is open.
+        self.self_test = QLabel("Self-test: checking the installation…")
+        self.self_test.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.self_test.setStyleSheet("font-family: monospace;")
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         buttons.rejected.connect(self.reject)
         buttons.accepted.connect(self.accept)
         layout = QVBoxLayout(self)
         layout.addWidget(browser)
+        layout.addWidget(self.self_test)
         layout.addWidget(buttons)
+        store = engine.store
+        run_task(QThreadPool.globalInstance(), lambda: run_self_test(store), self.show_self_test,
+                 lambda error: self.self_test.setText(f"Self-test could not run: {describe_error(error)}"))
+
+    def show_self_test(self, report: SelfTestReport) -> None:
+        self.self_test.setText("\n".join([report.verdict(), *report.lines()]))
 
 
 # -- errors ------------------------------------------------------------------------------------

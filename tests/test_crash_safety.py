@@ -18,7 +18,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -76,24 +75,27 @@ def photos(tmp_path_factory: pytest.TempPathFactory, astronaut: np.ndarray) -> P
 
 
 @pytest.fixture(scope="module")
-def reference(photos: Path) -> dict[str, bytes]:
-    """The outputs of one uninterrupted run: name -> decoded pixels' bytes."""
+def reference(photos: Path) -> tuple[dict[str, bytes], float]:
+    """The outputs of one uninterrupted run (name -> decoded pixels) and how long it took."""
     out = photos.parent / "reference"
+    started = time.perf_counter()
     status, err = run_cli("enhance", photos, "-o", out, "--quiet", "--workers", "2")
+    seconds = time.perf_counter() - started
     assert status == ExitStatus.OK, err
     found = outputs_of(out)
     assert len(found) == PHOTOS
-    return {name: np.asarray(PILImage.open(path).convert("RGB")).tobytes() for name, path in found.items()}
+    pixels = {name: np.asarray(PILImage.open(path).convert("RGB")).tobytes() for name, path in found.items()}
+    return pixels, seconds
 
 
-def start_and_kill(photos: Path, out: Path, sig: signal.Signals, delay: float) -> tuple[int, str]:
+def start_and_kill(photos: Path, out: Path, sig: signal.Signals, delay: float,
+                   *extra: str) -> tuple[int, str]:
     """Start a real restora process, wait until it reports its first photo, then signal it."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "engine", "enhance", str(photos), "-o", str(out), "--workers", "2"],
+        [sys.executable, "-m", "engine", "enhance", str(photos), "-o", str(out), "--workers", "2", *extra],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
-    assert process.stderr is not None
     lines: list[str] = []
     started = threading.Event()
 
@@ -109,6 +111,9 @@ def start_and_kill(photos: Path, out: Path, sig: signal.Signals, delay: float) -
     try:
         assert started.wait(90), "restora never reported its first photo:\n" + "".join(lines)
         time.sleep(delay)
+        if process.poll() is not None:  # it finished first: nothing was interrupted
+            reader.join(10)
+            return process.returncode, "".join(lines) + "(finished before the signal)\n"
         process.send_signal(sig)
         code = process.wait(timeout=60)
     finally:
@@ -119,49 +124,58 @@ def start_and_kill(photos: Path, out: Path, sig: signal.Signals, delay: float) -
     return code, "".join(lines)
 
 
-def moments(sig: signal.Signals) -> Iterator[tuple[int, float]]:
-    rng = random.Random(f"{SEED}-{sig.name}")
-    # Between the first finished photo and about the end of a 12-photo run on two cores.
-    return enumerate(sorted(rng.uniform(0.0, 2.5) for _ in range(2)))
-
-
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
 def test_killed_run_leaves_only_complete_outputs_and_resumes(tmp_path: Path, photos: Path,
-                                                             reference: dict[str, bytes],
+                                                             reference: tuple[dict[str, bytes], float],
                                                              sig: signal.Signals) -> None:
-    for trial, delay in moments(sig):
-        out = tmp_path / f"out{trial}"
-        code, err = start_and_kill(photos, out, sig, delay)
-        if sig == signal.SIGINT:
+    """Kill a run, kill its --skip-existing continuation too, then let a third run finish the job."""
+    expected, run_seconds = reference
+    rng = random.Random(f"{SEED}-{sig.name}")
+    out = tmp_path / "out"
+    done_before: dict[str, int] = {}
+    interrupted = 0
+    for attempt in range(2):
+        left = PHOTOS - len(done_before)
+        # Anywhere from the first reported photo to well before this run would end.
+        delay = rng.uniform(0.0, 0.6) * run_seconds * left / PHOTOS
+        extra = ("--skip-existing",) if attempt else ()
+        code, err = start_and_kill(photos, out, sig, delay, *extra)
+        if err.endswith("(finished before the signal)\n"):
+            assert code == ExitStatus.OK and set(outputs_of(out)) == set(expected), err
+        elif sig == signal.SIGINT:
             assert code == ExitStatus.INTERRUPTED, f"exit {code} after SIGINT at +{delay:.2f} s:\n{err}"
             assert "Traceback" not in err and "--skip-existing" in err
             assert temporaries(out) == [], f"SIGINT at +{delay:.2f} s left temporary files"
         else:
             assert code == -signal.SIGKILL
         present = outputs_of(out)
-        assert set(present) <= set(reference)
-        for path in present.values():
+        interrupted += len(present) < PHOTOS
+        assert set(present) <= set(expected)
+        for name, path in present.items():
             assert_complete_image(path)
-        before = {name: path.stat().st_mtime_ns for name, path in present.items()}
+            if name in done_before:
+                assert path.stat().st_mtime_ns == done_before[name], f"{name} was finished and must be skipped"
+        print(f"\n{sig.name} at +{delay:.2f} s after the first reported photo: {len(present)}/{PHOTOS} "
+              f"outputs complete, {len(temporaries(out))} temporary files left")
+        done_before = {name: path.stat().st_mtime_ns for name, path in present.items()}
 
-        report = tmp_path / f"resume{trial}.json"
-        status, resume_err = run_cli("enhance", photos, "-o", out, "--skip-existing", "--quiet",
-                                     "--workers", "2", "--json", report)
-        assert status == ExitStatus.OK, resume_err
-        assert temporaries(out) == [], "stale temporary files of the killed run are cleaned up"
-        finished = outputs_of(out)
-        assert set(finished) == set(reference)
-        for name, path in finished.items():
-            assert_complete_image(path)
-            if name in before:
-                assert path.stat().st_mtime_ns == before[name], f"{name} was finished and must be skipped"
-            decoded = np.asarray(PILImage.open(path).convert("RGB")).astype(int)
-            expected = np.frombuffer(reference[name], np.uint8).reshape(decoded.shape)
-            assert np.abs(decoded - expected).mean() < 1.0, f"{name} differs from an uninterrupted run"
-        items = json.loads(report.read_text())["items"]
-        assert sum(i["status"] == "skipped" for i in items) == len(before)
-        print(f"\n{sig.name} at +{delay:.2f} s after the first photo: {len(before)}/{PHOTOS} outputs "
-              f"complete, {PHOTOS - len(before)} finished on resume")
+    assert interrupted, "no signal landed before the end of a run: the moments need adjusting"
+    report = tmp_path / "resume.json"
+    status, resume_err = run_cli("enhance", photos, "-o", out, "--skip-existing", "--quiet",
+                                 "--workers", "2", "--json", report)
+    assert status == ExitStatus.OK, resume_err
+    assert temporaries(out) == [], "stale temporary files of the killed runs are cleaned up"
+    finished = outputs_of(out)
+    assert set(finished) == set(expected)
+    for name, path in finished.items():
+        assert_complete_image(path)
+        if name in done_before:
+            assert path.stat().st_mtime_ns == done_before[name], f"{name} was finished and must be skipped"
+        decoded = np.asarray(PILImage.open(path).convert("RGB")).astype(int)
+        wanted = np.frombuffer(expected[name], np.uint8).reshape(decoded.shape)
+        assert np.abs(decoded - wanted).mean() < 1.0, f"{name} differs from an uninterrupted run"
+    items = json.loads(report.read_text())["items"]
+    assert sum(i["status"] == "skipped" for i in items) == len(done_before)
 
 
 def test_stale_temporaries_of_dead_processes_are_removed_only(tmp_path: Path) -> None:
@@ -218,7 +232,7 @@ class _DiskFull:
         self.calls = 0
         self.lock = threading.Lock()
 
-    def NamedTemporaryFile(self, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]  # noqa: N802
+    def NamedTemporaryFile(self, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
         handle = self._tempfile.NamedTemporaryFile(*args, **kwargs)  # type: ignore[call-overload]
         with self.lock:
             self.calls += 1
@@ -288,7 +302,7 @@ def test_unwritable_output_folder_is_a_usage_error_before_any_work(tmp_path: Pat
 
     class ReadOnly:
         @staticmethod
-        def TemporaryFile(*args: object, **kwargs: object) -> None:  # noqa: N802
+        def TemporaryFile(*args: object, **kwargs: object) -> None:
             raise OSError(errno.EROFS, os.strerror(errno.EROFS))
 
     out = tmp_path / "out"

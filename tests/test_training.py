@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from skimage import data as skdata
 
-from training.degrade import TIERS, apply_degradation, make_pair, sample_degradation
+from training.degrade import TIERS, apply_degradation, make_pair, sample_degradation, sample_tier_degradation
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -56,6 +56,19 @@ def test_tiers_degrade_more_as_they_get_severe() -> None:
         for t in ("mild", "medium", "severe")
     ]
     assert 0 < errors[0] < errors[1] < errors[2]
+
+
+def test_tier_degradations_span_the_evaluation_tiers() -> None:
+    rng = np.random.default_rng(5)
+    ds = [sample_tier_degradation(rng) for _ in range(400)]
+    scales = np.array([d.downscale for d in ds])
+    noise = np.array([d.noise_sigma for d in ds])
+    # The mild (x2) and severe (x8) tiers both lie inside the sampled ranges, with room around them.
+    assert scales.min() < TIERS["mild"].downscale < TIERS["severe"].downscale < scales.max()
+    assert noise.min() < TIERS["mild"].noise_sigma and noise.max() > TIERS["severe"].noise_sigma
+    # Severity is shared: heavier downscaling comes with more noise.
+    assert np.corrcoef(np.log(scales), noise)[0, 1] > 0.5
+    assert any(d.motion_length > 0 for d in ds)
 
 
 def test_sampled_degradations_cover_the_ranges() -> None:
@@ -158,6 +171,27 @@ def test_two_training_steps_then_resume(tmp_path: Path) -> None:
     assert load_meta(second)["step"] == 3
     log = [json.loads(line) for line in (tmp_path / "smoke" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if r.get("event") == "start"] == [0, 2]
+
+
+@needs_torch
+def test_gan_training_keeps_its_discriminator_across_a_resume(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from training.checkpoint import latest_checkpoint
+    from training.train import parse_args, train
+
+    common = ["--name", "gan", "--runs-dir", str(tmp_path), "--batch", "2", "--patch", "64", "--val-faces", "0"]
+    common += ["--widths", "8,8,16,16", "--blocks", "1", "--degradations", "tiers"]
+    common += ["--gan-weight", "0.01", "--fm-weight", "0.1"]
+    first = train(parse_args([*common, "--steps", "2"]), smoke_sampler(64))
+    disc_file = first.with_name(first.stem + ".disc.safetensors")
+    assert disc_file.exists() and "score.bias" in load_file(str(disc_file))
+    # The discriminator's file sits beside the checkpoint but is never taken for one.
+    assert latest_checkpoint(tmp_path / "gan") == first
+    second = train(parse_args([*common, "--steps", "3", "--resume", "auto"]), smoke_sampler(64))
+    assert latest_checkpoint(tmp_path / "gan") == second
+    log = [json.loads(line) for line in (tmp_path / "gan" / "log.jsonl").read_text().splitlines()]
+    assert any("g_adv" in r and "d" in r for r in log) or all("loss" not in r for r in log)
 
 
 @needs_torch

@@ -82,5 +82,5 @@ def load_model(path: Path, use_ema: bool = True) -> RestoraLite:
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    found = sorted(run_dir.glob("ckpt-*.safetensors"))
+    found = sorted(run_dir.glob("ckpt-???????.safetensors"))
     return found[-1] if found else None

@@ -70,6 +70,7 @@ class PatchSampler:
     hq_fraction: float = 0.15
     shrink_probability: float = 0.3  # how often a UTKFace face is downscaled (sharper per pixel) first
     min_shrink: float = 0.7
+    max_shrink: float = 1.0  # < 1: every shrunk UTKFace face is at most this fraction of its size
 
     @staticmethod
     def from_dir(
@@ -79,6 +80,7 @@ class PatchSampler:
         hq_fraction: float = 0.15,
         shrink_probability: float = 0.3,
         min_shrink: float = 0.7,
+        max_shrink: float = 1.0,
     ) -> PatchSampler:
         return PatchSampler(
             face_files=sharp_face_files(data_dir, keep_fraction),
@@ -87,6 +89,7 @@ class PatchSampler:
             hq_fraction=hq_fraction,
             shrink_probability=shrink_probability,
             min_shrink=min_shrink,
+            max_shrink=max_shrink,
         )
 
     def sample(self, rng: np.random.Generator) -> np.ndarray:
@@ -99,7 +102,8 @@ class PatchSampler:
         else:
             img = load_rgb(self.face_files[int(rng.integers(len(self.face_files)))])
             if rng.random() < self.shrink_probability:
-                f = rng.uniform(max(self.patch / min(img.shape[:2]), self.min_shrink), 1.0)
+                lo = max(self.patch / min(img.shape[:2]), self.min_shrink)
+                f = rng.uniform(lo, max(lo, self.max_shrink))
                 if f < 1.0:
                     img = cv2.resize(img, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
         return random_crop(img, self.patch, rng)

@@ -58,6 +58,27 @@ def sample_light_degradation(rng: np.random.Generator) -> Degradation:
     )
 
 
+def sample_tier_degradation(rng: np.random.Generator) -> Degradation:
+    """A degradation around the evaluation tiers (mild, medium, severe are severity 0, 0.5, 1): blur,
+    downscale, noise and JPEG grow together with one severity draw, each jittered, so the net learns
+    the combinations it is scored on rather than e.g. x8 downscaling without blur."""
+    t = float(rng.uniform(-0.15, 1.15))
+    blur_sigma = max(0.0, 1.0 + 2.0 * t + float(rng.uniform(-0.5, 0.5)))
+    downscale = max(1.0, 2.0 ** (1.0 + 2.0 * t + float(rng.uniform(-0.3, 0.3))))
+    motion_length = int(rng.integers(3, 8)) if rng.random() < 0.6 * max(t - 0.4, 0.0) / 0.75 else 0
+    noise_sigma = max(0.0, (3.0 + 9.0 * t + float(rng.uniform(-2.0, 2.0))) / 255)
+    jpeg_quality = int(np.clip(85 - 45 * t + rng.uniform(-8, 8), 30, 95))
+    return Degradation(
+        blur_sigma=blur_sigma,
+        motion_length=motion_length,
+        motion_angle=float(rng.uniform(0.0, 180.0)),
+        downscale=downscale,
+        noise_sigma=noise_sigma,
+        jpeg_quality=jpeg_quality,
+        grayscale=bool(rng.random() < 0.05),
+    )
+
+
 def sample_degradation(rng: np.random.Generator, light_fraction: float = 0.0) -> Degradation:
     """A random degradation for training, in the GFPGAN / Real-ESRGAN style ranges; a
     ``light_fraction`` share of them comes from the mild ranges instead."""
@@ -150,11 +171,17 @@ def apply_degradation(img: np.ndarray, d: Degradation, rng: np.random.Generator)
 
 
 def make_pair(
-    clean: np.ndarray, rng: np.random.Generator, jitter: bool = True, light_fraction: float = 0.0
+    clean: np.ndarray,
+    rng: np.random.Generator,
+    jitter: bool = True,
+    light_fraction: float = 0.0,
+    degradations: str = "broad",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A training pair (degraded input, target) from a clean float32 RGB patch."""
+    """A training pair (degraded input, target) from a clean float32 RGB patch.
+
+    ``degradations``: "broad" (GFPGAN-style ranges) or "tiers" (around the evaluation tiers)."""
     target = color_jitter(clean, rng) if jitter and rng.random() < 0.5 else clean.astype(np.float32)
-    d = sample_degradation(rng, light_fraction)
+    d = sample_tier_degradation(rng) if degradations == "tiers" else sample_degradation(rng, light_fraction)
     degraded = apply_degradation(target, d, rng)
     if d.grayscale:
         target = to_gray(target)

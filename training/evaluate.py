@@ -83,6 +83,26 @@ def onnx_restorer(session: ort.InferenceSession) -> Restorer:
     return run
 
 
+def checkpoint_restorer(path: Path, scale: int = 0) -> Restorer:
+    """A PyTorch checkpoint as a restorer (EMA weights when stored): compare runs before exporting.
+    ``scale`` > 0 overrides the scale the net runs at (512 px input average-pooled by it)."""
+    import torch  # the [train] extra; only needed for --checkpoint
+
+    from .checkpoint import load_model
+    from .model import NetConfig
+
+    model = load_model(path)
+    if scale > 0:
+        model.config = NetConfig(model.config.widths, model.config.blocks, model.config.upsample, scale)
+
+    def run(img: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            out: np.ndarray = model(torch.from_numpy(img.transpose(2, 0, 1)[None].copy()))[0].numpy()
+        return out.transpose(1, 2, 0)
+
+    return run
+
+
 def bench(session: ort.InferenceSession, runs: int = 20, size: int = 512) -> float:
     """Median ms per face at batch 1 (after warm-up)."""
     x = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
@@ -133,6 +153,8 @@ def markdown_table(result: dict[str, dict[str, dict[str, float]]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n")[0])
     p.add_argument("--model", type=Path, action="append", default=[], help="an ONNX restorer (repeatable)")
+    p.add_argument("--checkpoint", type=Path, action="append", default=[], help="a training checkpoint (repeatable)")
+    p.add_argument("--scale", type=int, default=0, help="with --checkpoint: run the net on 512/scale px")
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     p.add_argument("--tiers", default="mild,medium,severe")
     p.add_argument("--limit", type=int, default=0, help="use only the first N faces (0: all)")
@@ -149,13 +171,20 @@ def main(argv: list[str] | None = None) -> int:
     sessions = {path.stem: make_session(path, args.threads) for path in args.model}
     methods: dict[str, Restorer] = {} if args.no_classical else {"classical": classical}
     methods.update({name: onnx_restorer(s) for name, s in sessions.items()})
+    if args.checkpoint:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        for ckpt in args.checkpoint:
+            label = f"{ckpt.parent.name}/{ckpt.stem}" + (f"@scale{args.scale}" if args.scale else "")
+            methods[label] = checkpoint_restorer(ckpt, args.scale)
     result = evaluate(methods, faces, args.tiers.split(","))
     report: dict[str, object] = {
         "faces": len(faces),
         "size": 512,
         "crop": "central 80%",
         "tiers": {t: asdict(TIERS[t]) for t in args.tiers.split(",")},
-        "models": [str(m) for m in args.model],
+        "models": [str(m) for m in args.model] + [str(c) for c in args.checkpoint],
         "scores": result,
     }
     table = markdown_table(result)

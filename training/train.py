@@ -23,6 +23,7 @@ import torch
 from .checkpoint import latest_checkpoint, load_checkpoint, load_ema, save_checkpoint
 from .data import DEFAULT_DATA_DIR, PatchSampler, eval_face_files, load_rgb
 from .degrade import TIERS, apply_degradation, make_pair, seed_for
+from .gan import PatchDiscriminator, discriminator_loss, generator_losses
 from .losses import restoration_loss
 from .model import NetConfig, RestoraLite, count_macs, count_params
 
@@ -48,6 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fft-weight", type=float, default=0.1)
     p.add_argument("--light-fraction", type=float, default=0.0, help="share of mild degradations")
     p.add_argument("--detail-weight", type=float, default=0.0, help="edge-strength (Sobel magnitude) L1")
+    p.add_argument("--gan-weight", type=float, default=0.0, help="LSGAN patch-discriminator weight (0: off)")
+    p.add_argument("--fm-weight", type=float, default=0.0, help="discriminator feature-matching weight")
+    p.add_argument("--d-lr", type=float, default=2e-4, help="discriminator learning rate")
     p.add_argument("--widths", default="16,32,64,96")
     p.add_argument("--blocks", type=int, default=3)
     p.add_argument("--upsample", default="bilinear", choices=["bilinear", "nearest"])
@@ -56,6 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hq-fraction", type=float, default=0.15, help="share of patches from train_hq")
     p.add_argument("--shrink-probability", type=float, default=0.3, help="how often UTKFace is downscaled")
     p.add_argument("--min-shrink", type=float, default=0.7, help="smallest UTKFace downscale factor")
+    p.add_argument("--max-shrink", type=float, default=1.0, help="largest UTKFace downscale factor")
+    p.add_argument("--degradations", default="broad", choices=["broad", "tiers"], help="training degradation ranges")
     p.add_argument("--ckpt-minutes", type=float, default=5.0)
     p.add_argument("--keep-ckpts", type=int, default=3)
     p.add_argument("--log-every", type=int, default=20)
@@ -75,11 +81,15 @@ def lr_at(progress: float, step: int, args: argparse.Namespace) -> float:
 
 
 def make_batch(
-    sampler: PatchSampler, rng: np.random.Generator, batch: int, light_fraction: float = 0.0
+    sampler: PatchSampler,
+    rng: np.random.Generator,
+    batch: int,
+    light_fraction: float = 0.0,
+    degradations: str = "broad",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     inputs, targets = [], []
     for _ in range(batch):
-        degraded, target = make_pair(sampler.sample(rng), rng, light_fraction=light_fraction)
+        degraded, target = make_pair(sampler.sample(rng), rng, light_fraction=light_fraction, degradations=degradations)
         inputs.append(degraded.transpose(2, 0, 1))
         targets.append(target.transpose(2, 0, 1))
     return torch.from_numpy(np.stack(inputs)), torch.from_numpy(np.stack(targets))
@@ -152,6 +162,17 @@ def train(args: argparse.Namespace, sampler: PatchSampler | None = None) -> Path
         stored = load_ema(resume_path) if resume_path is not None and not args.weights_only else None
         ema = stored or {k: v.detach().clone() for k, v in model.state_dict().items()}
 
+    disc: PatchDiscriminator | None = None
+    d_optimizer: torch.optim.Optimizer | None = None
+    if args.gan_weight > 0 or args.fm_weight > 0:
+        disc = PatchDiscriminator()
+        d_optimizer = torch.optim.Adam(disc.parameters(), lr=args.d_lr, betas=(0.5, 0.999))
+        disc_path = resume_path.with_name(resume_path.stem + ".disc.safetensors") if resume_path else None
+        if disc_path is not None and disc_path.exists():
+            from safetensors.torch import load_file
+
+            disc.load_state_dict(load_file(str(disc_path)))
+
     if sampler is None:
         sampler = PatchSampler.from_dir(
             args.data_dir,
@@ -160,6 +181,7 @@ def train(args: argparse.Namespace, sampler: PatchSampler | None = None) -> Path
             args.hq_fraction,
             args.shrink_probability,
             args.min_shrink,
+            args.max_shrink,
         )
     val_pairs = validation_set(args.data_dir, args.val_faces) if args.val_faces > 0 else []
     log = (run_dir / "log.jsonl").open("a")
@@ -200,9 +222,18 @@ def train(args: argparse.Namespace, sampler: PatchSampler | None = None) -> Path
             },
             ema,
         )
-        for old in sorted(run_dir.glob("ckpt-*.safetensors"))[: -args.keep_ckpts]:
+        if disc is not None:
+            from safetensors.torch import save_file
+
+            # Beside the checkpoint, so a resumed GAN run keeps its discriminator.
+            save_file(
+                {k: v.contiguous() for k, v in disc.state_dict().items()},
+                str(path.with_name(path.stem + ".disc.safetensors")),
+            )
+        for old in sorted(run_dir.glob("ckpt-???????.safetensors"))[: -args.keep_ckpts]:
             old.unlink(missing_ok=True)
             old.with_suffix(".json").unlink(missing_ok=True)
+            old.with_name(old.stem + ".disc.safetensors").unlink(missing_ok=True)
         write({"event": "checkpoint", "step": step, "path": str(path)})
         return path
 
@@ -222,11 +253,21 @@ def train(args: argparse.Namespace, sampler: PatchSampler | None = None) -> Path
             g["lr"] = lr
         # Seeded by step: a resumed run sees the same batches it would have seen.
         rng = np.random.default_rng([args.seed, step])
-        x, y = make_batch(sampler, rng, args.batch, args.light_fraction)
+        x, y = make_batch(sampler, rng, args.batch, args.light_fraction, args.degradations)
         out = model.native(x)
         loss, parts = restoration_loss(out, y, args.ssim_weight, args.fft_weight, args.detail_weight)
+        if disc is not None and d_optimizer is not None:
+            adv, fm = generator_losses(disc, y, out)
+            loss = loss + args.gan_weight * adv + args.fm_weight * fm
+            parts.update({"g_adv": adv.item(), "fm": fm.item()})
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if disc is not None and d_optimizer is not None:
+            d_optimizer.zero_grad(set_to_none=True)  # drops what the generator's loss left on D
+            d_loss = discriminator_loss(disc, y, out)
+            d_loss.backward()
+            d_optimizer.step()
+            parts["d"] = d_loss.item()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         if ema is not None:

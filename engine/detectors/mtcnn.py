@@ -36,6 +36,7 @@ from engine.models import ModelSpec
 
 _PNET_CELL = 12  # P-Net's window, in pixels of a pyramid level
 _PNET_STRIDE = 2
+_PNET_STRIP_PIXELS = 1 << 20  # input pixels per P-Net call: bounds activation memory on big photos
 
 
 class MTCNNDetector:
@@ -107,14 +108,13 @@ class MTCNNDetector:
             # Each level from the previous one: area resampling of a 0.7x step reads far fewer
             # pixels than going back to the full image every time (about 2 ms a level at 1 MP).
             level = cv2.resize(level, (level_h, level_w), interpolation=cv2.INTER_AREA)
-            blob = ((level.astype(np.float32) - 127.5) * (1.0 / 128.0))[None]
-            reg, prob = self._pnet.run(self._pnet_outputs, {self._pnet_input: blob})
+            reg, prob = self._run_pnet(level)
             # Outputs are transposed like the input: index [col, row].
-            cols, rows = np.nonzero(prob[0, :, :, 1] >= self.thresholds[0])
+            cols, rows = np.nonzero(prob[:, :, 1] >= self.thresholds[0])
             if cols.size == 0:
                 continue
-            scores = prob[0, cols, rows, 1]
-            offsets = reg[0, cols, rows, :]
+            scores = prob[cols, rows, 1]
+            offsets = reg[cols, rows, :]
             cells = np.stack([cols, rows], axis=1).astype(np.float64)
             corner1 = np.fix((_PNET_STRIDE * cells + 1) / scale)
             corner2 = np.fix((_PNET_STRIDE * cells + _PNET_CELL) / scale)
@@ -128,6 +128,34 @@ class MTCNNDetector:
         cands = cands[keep]
         boxes = _regress(cands[:, :4], cands[:, 5:9], pixel=0.0)
         return np.fix(_square(boxes))
+
+    def _run_pnet(self, level: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """P-Net over one (W, H, 3) uint8 pyramid level: (W', H', 4) offsets and (W', H', 2) scores.
+
+        Big levels run in strips along W, so memory is bounded by one strip (a 12 MP level at once
+        holds about 1 GB of activations). P-Net is fully convolutional and output cell i sees input
+        rows [2i, 2i + 12): strips start on even rows and overlap by 10, so the cells kept from each
+        strip are exactly those of the whole level.
+        """
+        length, other = level.shape[:2]
+        rows = max(4 * _PNET_CELL, (_PNET_STRIP_PIXELS // max(other, 1)) & ~1)
+        regs, probs = [], []
+        start = 0
+        while True:
+            end = length if length - start <= rows else start + rows
+            strip = (level[start:end].astype(np.float32) - 127.5) * np.float32(1.0 / 128.0)
+            reg, prob = self._pnet.run(self._pnet_outputs, {self._pnet_input: strip[None]})
+            if end == length:
+                regs.append(reg[0])
+                probs.append(prob[0])
+                break
+            keep = (end - start - _PNET_CELL) // _PNET_STRIDE + 1  # cells wholly inside the strip
+            regs.append(reg[0, :keep])
+            probs.append(prob[0, :keep])
+            start += _PNET_STRIDE * keep
+        if len(regs) == 1:
+            return regs[0], probs[0]
+        return np.concatenate(regs), np.concatenate(probs)
 
     def _stage_rnet(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         reg, prob = self._run_batched(self._rnet, self._rnet_input, self._rnet_outputs, image, boxes, 24)

@@ -1,0 +1,76 @@
+"""A before/after grid of validation faces across the three tiers, at 100 % (no resampling).
+
+    python -m training.grid --model assets/models/restora-lite-int8.onnx --out docs/model_grid.png
+
+Each row is one validation face; columns: for mild, medium and severe the degraded input and the
+model's output, then the sharp original. Each cell is the same crop around the eyes and nose, so
+lashes, iris and skin texture can be judged pixel for pixel.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .data import DEFAULT_DATA_DIR, eval_face_files, load_rgb
+from .degrade import TIERS, apply_degradation, seed_for
+from .evaluate import make_session, onnx_restorer
+
+TIER_NAMES = ("mild", "medium", "severe")
+
+
+def face_crop(img: np.ndarray, size: int) -> np.ndarray:
+    """A size x size crop centred on the eyes and nose of an FFHQ-aligned 512 px face."""
+    h, w = img.shape[:2]
+    cy, cx = int(h * 0.47), w // 2
+    return img[cy - size // 2 : cy + size // 2, cx - size // 2 : cx + size // 2]
+
+
+def label(cell: np.ndarray, text: str) -> np.ndarray:
+    out = cell.copy()
+    cv2.rectangle(out, (0, 0), (len(text) * 8 + 6, 16), (0, 0, 0), -1)
+    cv2.putText(out, text, (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
+def build_grid(model: Path, data_dir: Path, faces: int, crop: int, threads: int) -> np.ndarray:
+    restore = onnx_restorer(make_session(model, threads))
+    files = eval_face_files(data_dir)
+    step = max(1, len(files) // faces)
+    rows = []
+    for path in files[::step][:faces]:
+        clean = load_rgb(path)
+        cells = []
+        for tier in TIER_NAMES:
+            degraded = apply_degradation(clean, TIERS[tier], np.random.default_rng(seed_for(path.name, tier)))
+            restored = np.clip(restore(degraded), 0, 1)
+            cells += [label(face_crop(degraded, crop), f"{tier} in"), label(face_crop(restored, crop), f"{tier} out")]
+        cells.append(label(face_crop(clean, crop), "sharp"))
+        rows.append(np.concatenate(cells, axis=1))
+    return np.concatenate(rows, axis=0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training.grid", description=__doc__.split("\n")[0])
+    p.add_argument("--model", type=Path, required=True, help="an ONNX restorer")
+    p.add_argument("--out", type=Path, default=Path("docs/model_grid.png"))
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    p.add_argument("--faces", type=int, default=10)
+    p.add_argument("--crop", type=int, default=192, help="crop side in pixels (shown at 100 %%)")
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    cv2.setNumThreads(1)
+    grid = build_grid(args.model, args.data_dir, args.faces, args.crop, args.threads)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    bgr = np.clip(grid[..., ::-1] * 255 + 0.5, 0, 255).astype(np.uint8)
+    if not cv2.imwrite(str(args.out), bgr, [cv2.IMWRITE_PNG_COMPRESSION, 9]):
+        raise OSError(f"cannot write {args.out}")
+    print(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
