@@ -165,16 +165,29 @@ def collect_inputs(paths: Sequence[Path], recursive: bool = False) -> list[Input
     files found in folders are kept only when their extension is a supported image type. Symbolic
     links to folders are not followed, so a link loop cannot make the walk endless.
     """
-    items: list[InputItem] = []
+    return list(iter_inputs(paths, recursive))
+
+
+def iter_inputs(paths: Sequence[Path], recursive: bool = False) -> Iterator[InputItem]:
+    """``collect_inputs`` one item at a time, for folders too big to list in memory.
+
+    Every path is checked up front, so a typo is a usage error before the first photo.
+    """
+    for raw in paths:
+        path = Path(raw)
+        if not (path.exists() or path.is_symlink()):
+            raise InputError(f"no such file or folder: {path}")
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            items.extend(_walk_folder(path, recursive))
-        elif path.exists() or path.is_symlink():
-            items.append(InputItem(path=path, relative=Path(path.name)))
+            yield from _walk_folder(path, recursive)
         else:
-            raise InputError(f"no such file or folder: {path}")
-    return items
+            yield InputItem(path=path, relative=Path(path.name))
+
+
+def count_inputs(paths: Sequence[Path], recursive: bool = False) -> int:
+    """How many items ``iter_inputs`` yields (a walk that keeps nothing, for progress and ETA)."""
+    return sum(1 for _ in iter_inputs(paths, recursive))
 
 
 def _walk_folder(root: Path, recursive: bool) -> Iterator[InputItem]:
@@ -194,25 +207,47 @@ def output_extension(path: Path, requested: str) -> str:
     return output_format_for(source_format, requested)[1]
 
 
-def plan_outputs(items: Sequence[InputItem], options: BatchOptions) -> list[Path]:
-    """Output path of each item. Refuses (OutputError) any plan that would write over an input."""
-    planned: list[Path] = []
-    taken: set[Path] = set()
-    for item in items:
+class OutputPlanner:
+    """Names outputs one item at a time: the output folder mirrors the input tree, and two inputs
+    that would get the same name (a.jpg and a.png with --format png) both keep an output.
+
+    Only the names given in the current output folder are remembered, so planning a folder walk of
+    any size takes memory bounded by its largest folder.
+    """
+
+    def __init__(self, options: BatchOptions) -> None:
+        self.options = options
+        self._folder: Path | None = None
+        self._taken: set[str] = set()
+
+    def plan(self, item: InputItem) -> Path:
+        options = self.options
+        folder = options.output_dir / item.relative.parent
+        if folder != self._folder:
+            self._folder, self._taken = folder, set()
         extension = output_extension(item.path, options.format)
         stem = item.relative.stem
-        target = options.output_dir / item.relative.parent / f"{stem}{options.suffix}{extension}"
-        if target in taken:
-            # Two inputs that differ only by extension (a.jpg, a.png -> --format png): keep both.
+        name = f"{stem}{options.suffix}{extension}"
+        if name in self._taken:
             source_ext = item.path.suffix.lower().lstrip(".")
-            target = target.with_name(f"{stem}_{source_ext}{options.suffix}{extension}")
-        taken.add(target)
-        planned.append(target)
-    _refuse_outputs_onto_inputs(items, planned)
+            name = f"{stem}_{source_ext}{options.suffix}{extension}"
+            number = 2
+            while name in self._taken:  # the same name from more than two inputs
+                name = f"{stem}_{source_ext}-{number}{options.suffix}{extension}"
+                number += 1
+        self._taken.add(name)
+        return folder / name
+
+
+def plan_outputs(items: Sequence[InputItem], options: BatchOptions) -> list[Path]:
+    """Output path of each item. Refuses (OutputError) any plan that would write over an input."""
+    planner = OutputPlanner(options)
+    planned = [planner.plan(item) for item in items]
+    refuse_outputs_onto_inputs(items, planned)
     return planned
 
 
-def _refuse_outputs_onto_inputs(items: Sequence[InputItem], planned: Sequence[Path]) -> None:
+def refuse_outputs_onto_inputs(items: Sequence[InputItem], planned: Sequence[Path]) -> None:
     """OutputError when any output path is, or leads to, any input.
 
     Compared three ways: the path as written, the path with every link resolved (an output folder
@@ -314,10 +349,18 @@ def run_batch(
     *,
     progress: Callable[[BatchProgress], None] | None = None,
     cancel: CancelToken | None = None,
+    outputs: Sequence[Path] | None = None,
 ) -> BatchReport:
-    """Process every item; returns the report. Raises only for cancellation (CancelledError)."""
+    """Process every item; returns the report. Raises only for cancellation (CancelledError).
+
+    ``outputs`` gives each item's output path when the caller planned them (a cluster driver plans
+    names across all chunks); otherwise ``plan_outputs`` names them.
+    """
     started = time.perf_counter()
-    outputs = plan_outputs(items, options)
+    if outputs is None:
+        outputs = plan_outputs(items, options)
+    else:
+        refuse_outputs_onto_inputs(items, outputs)
     check_output_dir(options.output_dir)
     stale = remove_stale_parts([options.output_dir, *(target.parent for target in outputs)])
     results: list[ItemResult | None] = [None] * len(items)
@@ -468,10 +511,14 @@ __all__ = [
     "InputError",
     "InputItem",
     "ItemResult",
+    "OutputPlanner",
     "check_output_dir",
     "collect_inputs",
+    "count_inputs",
     "describe_error",
+    "iter_inputs",
     "plan_outputs",
+    "refuse_outputs_onto_inputs",
     "remove_stale_parts",
     "run_batch",
 ]

@@ -28,6 +28,7 @@ from engine.batch import (
     InputError,
     check_output_dir,
     collect_inputs,
+    count_inputs,
     describe_error,
     plan_outputs,
     run_batch,
@@ -149,6 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     enhance.add_argument("--max-pixels", type=_positive, default=DEFAULT_MAX_PIXELS,
                          help="refuse images with more pixels than this (decompression-bomb guard)")
     enhance.add_argument("--quiet", action="store_true", help="no progress output")
+    enhance.add_argument("--ray", default=None, metavar="auto|ADDRESS",
+                         help="run on a Ray cluster: auto starts one here; ray://host:10001 or a head address joins")
+    enhance.add_argument("--ray-workers", type=_positive, default=None, metavar="N",
+                         help="worker actors on the cluster (default: one per 2 CPUs)")
 
     detect = commands.add_parser("detect", help="print the faces found in images")
     detect.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
@@ -261,6 +266,10 @@ def _enhance(args: argparse.Namespace, env: Environment) -> ExitStatus:
         suffix=args.suffix, skip_existing=args.skip_existing, workers=args.workers,
         max_pixels=args.max_pixels,
     )
+    if args.ray is not None:
+        return _enhance_on_ray(args, env, settings, options)
+    if args.ray_workers is not None:
+        raise UsageError("--ray-workers needs --ray")
     items = collect_inputs(args.inputs, recursive=args.recursive)
     # Output problems are usage errors found before the models load (run_batch checks again).
     plan_outputs(items, options)
@@ -274,6 +283,35 @@ def _enhance(args: argparse.Namespace, env: Environment) -> ExitStatus:
     try:
         with reporter:
             report = run_batch(items, enhancer, options, progress=reporter.update, cancel=cancel)
+    except (KeyboardInterrupt, CancelledError):
+        print(f"\ninterrupted after {time.perf_counter() - started:.1f} s; finished outputs are complete, "
+              "rerun with --skip-existing to resume", file=env.stderr)
+        return ExitStatus.INTERRUPTED
+    if args.json is not None:
+        report.write_json(args.json, verbose=args.verbose)
+    _print_summary(report, env, quiet=args.quiet)
+    return ExitStatus.ERROR if report.failed else ExitStatus.OK
+
+
+def _enhance_on_ray(
+    args: argparse.Namespace, env: Environment, settings: EnhanceSettings, options: BatchOptions
+) -> ExitStatus:
+    from engine.cluster import ClusterOptions, ClusterUnavailableError, run_on_ray
+
+    lines = None
+    if args.json is not None:
+        lines = args.json.with_name(args.json.name + "l") if args.json.suffix == ".json" else Path(
+            f"{args.json}.jsonl")
+    cluster = ClusterOptions(address=args.ray, workers=args.ray_workers, report_lines=lines)
+    reporter = _ProgressReporter(env, quiet=args.quiet, total=count_inputs(args.inputs, args.recursive),
+                                 verbose=args.verbose)
+    started = time.perf_counter()
+    try:
+        with reporter:
+            report = run_on_ray(args.inputs, settings, options, cluster, model_dirs=env.model_dirs,
+                                progress=reporter.update)
+    except ClusterUnavailableError as error:
+        raise UsageError(str(error)) from None
     except (KeyboardInterrupt, CancelledError):
         print(f"\ninterrupted after {time.perf_counter() - started:.1f} s; finished outputs are complete, "
               "rerun with --skip-existing to resume", file=env.stderr)

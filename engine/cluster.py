@@ -34,12 +34,13 @@ from engine.batch import (
     OutputPlanner,
     check_output_dir,
     count_inputs,
+    describe_error,
     iter_inputs,
     run_batch,
 )
 from engine.errors import CancelledError, RestoraError
 from engine.models import ModelStore
-from engine.pipeline import CancelToken, EnhanceSettings, Enhancer, engine_info
+from engine.pipeline import CancelToken, Enhancer, EnhanceSettings, engine_info
 
 WORKER_NAMESPACE = "restora"
 CRASHED_TWICE = "the worker processing this photo crashed twice; it was not retried again"
@@ -246,6 +247,13 @@ def run_on_ray(
                 except ray.exceptions.RayActorError:
                     for index, result in scheduler.worker_died(chunk):
                         record(index, result)
+                    continue
+                except ray.exceptions.RayTaskError as error:
+                    # run_batch isolates photo errors, so this is the chunk as a whole (e.g. an
+                    # output that would overwrite an input): every photo in it gets the reason.
+                    reason = describe_error(error.cause if error.cause is not None else error)
+                    for index, item, _ in chunk.entries:
+                        record(index, ItemResult(str(item.path), None, "error", error=reason))
                     continue
                 for index, data in finished:
                     record(int(index), _result_from_dict(data))

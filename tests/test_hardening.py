@@ -410,7 +410,7 @@ def test_output_onto_an_input_is_refused_before_any_work(tmp_path: Path, album: 
 def test_even_without_the_check_a_write_replaces_links_not_originals(tmp_path: Path, album: Path, kind: str,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """Belt and braces: atomic writes rename over the link itself, so the original's bytes survive."""
-    monkeypatch.setattr(batch, "_refuse_outputs_onto_inputs", lambda items, planned: None)
+    monkeypatch.setattr(batch, "refuse_outputs_onto_inputs", lambda items, planned: None)
     monkeypatch.setattr(cli, "plan_outputs", lambda items, options: [])
     before = sha256_tree(album)
     out = tmp_path / "out"
