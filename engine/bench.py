@@ -41,6 +41,7 @@ from engine.pipeline import (
     EnhanceSettings,
     detect_faces,
     detection_scale,
+    effective_min_face,
     load_detector,
 )
 from engine.restorers import OnnxRestorer
@@ -303,8 +304,9 @@ def measure_detectors(store: ModelStore, plan: Plan, settings: EnhanceSettings,
             found = len(detect_faces(detector, photo, side, min_face))
             timing = measure(partial(detect_faces, detector, photo, side, min_face), runs, 0)
             height, width = photo.shape[:2]
+            scale = detection_scale(width, height, side, effective_min_face(min_face, width, height))
             row = {"detector": detector.name, "megapixels": megapixels, "faces": found,
-                   "detection_scale": round(detection_scale(width, height, side, min_face), 4), **asdict(timing)}
+                   "detection_scale": round(scale, 4), **asdict(timing)}
             if megapixels == 1.0:
                 # The same photo on a 640 px copy: what giving up faces under ~29 px would save.
                 small = measure(partial(detect_faces, detector, photo, SMALL_DETECT_SIDE), runs, 0)

@@ -133,8 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="0 = strongest restoration, 1 = closest to the input (default: per model)")
     enhance.add_argument("--batch-size", type=_positive, default=None, help="faces per inference call")
     enhance.add_argument("--workers", type=_positive, default=None, help="parallel photo loaders/savers")
-    enhance.add_argument("--min-face", type=_non_negative, default=16, metavar="PX",
-                         help="ignore faces smaller than this")
+    enhance.add_argument("--min-face", type=_non_negative, default=None, metavar="PX",
+                         help="ignore faces smaller than this (default: 16, or 1%% of the long side of "
+                              "photos over 1600 px)")
     enhance.add_argument("--only-largest", action="store_true", help="restore only the largest face")
     enhance.add_argument("--aligned", action="store_true",
                          help="inputs are aligned face crops: skip detection, restore the whole crop")
@@ -159,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     detect.add_argument("--detector", default=DEFAULT_DETECTOR)
     detect.add_argument("--provider", choices=PROVIDERS, default="auto")
-    detect.add_argument("--min-face", type=_non_negative, default=16, metavar="PX",
+    detect.add_argument("--min-face", type=_non_negative, default=None, metavar="PX",
                         help="smallest face to find (larger is faster on big photos)")
     detect.add_argument("--json", action="store_true", help="print JSON")
 

@@ -182,17 +182,20 @@ def paste_back(
     matrix: np.ndarray,
     mask: np.ndarray | None = None,
     strength: float = 1.0,
+    *,
+    in_place: bool = False,
 ) -> np.ndarray:
     """Composite a (restored) crop back into ``image`` through the inverse of ``matrix``.
 
     Works only on the box the crop covers (never on full-size float copies), so big photos stay
     cheap. ``image`` may be uint8 or uint16 RGB; the crop is uint8 RGB. ``strength`` scales the
-    mask: 0 leaves the photo exactly as it was, 1 pastes fully. Returns a new array.
+    mask: 0 leaves the photo exactly as it was, 1 pastes fully. Returns a new array, or ``image``
+    itself with ``in_place`` (compose pastes many faces into one copy of a 48 MP photo).
     """
     import cv2
 
     size = crop.shape[0]
-    result = image.copy()
+    result = image if in_place else image.copy()
     area = paste_area(matrix, size, image.shape)
     if area is None or strength <= 0.0:
         return result
@@ -204,14 +207,21 @@ def paste_back(
     inverse[0, 2] -= x1
     inverse[1, 2] -= y1
     box = (x2 - x1, y2 - y1)
+    weight = cv2.warpAffine(mask, inverse, box, flags=cv2.INTER_LINEAR, borderValue=0.0)
+    weight = weight.astype(np.float32)[..., None] * np.float32(min(strength, 1.0))
     warped = cv2.warpAffine(crop, inverse, box, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    warped_mask = cv2.warpAffine(mask, inverse, box, flags=cv2.INTER_LINEAR, borderValue=0.0)[..., None]
-    warped_mask = warped_mask.astype(np.float32) * np.float32(min(strength, 1.0))
-    region = result[y1:y2, x1:x2].astype(np.float32)
-    scale = 257.0 if image.dtype == np.uint16 else 1.0  # uint8 -> uint16 maps 255 to 65535
-    blended = region + (warped.astype(np.float32) * scale - region) * warped_mask
+    region = result[y1:y2, x1:x2]
+    pasted = warped.astype(np.float32)
+    if image.dtype == np.uint16:
+        pasted *= np.float32(257.0)  # uint8 -> uint16 maps 255 to 65535
+    # region + (pasted - region) * weight, in place on float32 scratch: one box-sized buffer, not five.
+    original = region.astype(np.float32)
+    pasted -= original
+    pasted *= weight
+    pasted += original
     limit = 65535.0 if image.dtype == np.uint16 else 255.0
-    result[y1:y2, x1:x2] = np.clip(np.rint(blended), 0, limit).astype(image.dtype)
+    np.clip(np.rint(pasted, out=pasted), 0, limit, out=pasted)
+    region[...] = pasted.astype(image.dtype)
     return result
 
 

@@ -49,7 +49,7 @@ class EnhanceSettings:
     provider: str = "auto"
     fidelity: float | None = None  # None: the model's default
     batch_size: int | None = None  # None: auto
-    min_face: int = 16
+    min_face: int | None = None  # None: auto (effective_min_face)
     only_largest: bool = False
     max_faces: int | None = None
     aligned: bool = False
@@ -69,7 +69,7 @@ class EnhanceSettings:
             raise ValueError(f"upscale must be one of {', '.join(map(str, UPSCALES))}, not {self.upscale}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch size must be at least 1, not {self.batch_size}")
-        if self.min_face < 0:
+        if self.min_face is not None and self.min_face < 0:
             raise ValueError(f"minimum face size must not be negative, not {self.min_face}")
 
 
@@ -154,13 +154,27 @@ def load_detector(
     if spec.family != "detector":
         raise ModelNotFoundError(f"{spec.name} is a {spec.family}, not a face detector")
     paths = store.require(spec)
-    return build_detector(spec, paths, lambda path: create_session(path, provider, threads))
+    return build_detector(
+        spec, paths, lambda path: create_session(path, provider, threads, memory_arena=False)
+    )
 
 
 # The smallest face the detectors find reliably, in pixels of the image they are given (MTCNN's
 # default minimum; YuNet and SCRFD do about as well), and the largest copy detection ever runs on.
 DETECTOR_MIN_FACE = 16
 DETECT_SIDE_CEILING = 4096
+
+
+def effective_min_face(min_face: int | None, width: int, height: int) -> float:
+    """The smallest face to find and restore in a photo of this size.
+
+    ``None`` (the default) is 16 px, or 1 % of the long side on photos over 1600 px: a face that
+    small in a big photo holds too little to restore, and finding it would mean detecting at full
+    resolution (seconds per 12 MP photo). An explicit value is always honoured.
+    """
+    if min_face is not None:
+        return float(min_face)
+    return max(float(DETECTOR_MIN_FACE), max(width, height) / 100.0)
 
 
 def detection_scale(width: int, height: int, max_side: int, min_face: float) -> float:
@@ -178,11 +192,13 @@ def detection_scale(width: int, height: int, max_side: int, min_face: float) -> 
     return min(1.0, factor, DETECT_SIDE_CEILING / longest)
 
 
-def detect_faces(detector: Detector, image: Image | np.ndarray, max_side: int, min_face: float = 0) -> list[Face]:
+def detect_faces(
+    detector: Detector, image: Image | np.ndarray, max_side: int, min_face: int | None = None
+) -> list[Face]:
     """Detect on a copy shrunk by ``detection_scale`` and map the faces back to full resolution."""
     pixels = to_uint8(image.pixels if isinstance(image, Image) else image)
     height, width = pixels.shape[:2]
-    factor = detection_scale(width, height, max_side, min_face)
+    factor = detection_scale(width, height, max_side, effective_min_face(min_face, width, height))
     if factor >= 1.0:
         return detector.detect(pixels)
     small = cv2.resize(
@@ -237,10 +253,11 @@ class Enhancer:
             raise ModelNotFoundError("no detector loaded (aligned mode)")
         return detect_faces(self.detector, image, self.settings.detect_max_side, self.settings.min_face)
 
-    def select(self, found: list[Face]) -> list[Face]:
+    def select(self, found: list[Face], width: int, height: int) -> list[Face]:
+        """The faces to restore in a photo of this size (min face, only largest, max faces)."""
         return facelib.select_faces(
             found,
-            min_size=self.settings.min_face,
+            min_size=effective_min_face(self.settings.min_face, width, height),
             only_largest=self.settings.only_largest,
             max_faces=self.settings.max_faces,
         )
@@ -269,7 +286,7 @@ class Enhancer:
             whole = Face((0.0, 0.0, float(image.width), float(image.height)), np.zeros((5, 2), np.float32), 1.0)
             return [whole], 1, [facelib.AlignedFace(crop=crop, matrix=matrix)]
         found = self.detect(image)
-        chosen = self.select(found)
+        chosen = self.select(found, image.width, image.height)
         pixels = to_uint8(image.pixels)
         template = self.restorer_spec.template or "ffhq"
         aligned = [facelib.align_face(pixels, face, size, template) for face in chosen]
@@ -366,14 +383,15 @@ def compose(
         original = base.pixels.astype(np.float32)
         mixed = original + (resized.astype(np.float32) * scale - original) * strength
         return replace(base, pixels=np.clip(np.rint(mixed), 0, limit).astype(base.pixels.dtype))
-    pixels = base.pixels
     include = options.include
-    for index, record in enumerate(records):
-        if include is not None and not include[index]:
-            continue
+    chosen = [r for i, r in enumerate(records) if include is None or include[i]]
+    if not chosen:
+        return base
+    pixels = base.pixels if base is not source else base.pixels.copy()  # one copy, then paste in place
+    for record in chosen:
         finished, strength = finish_face(record, options.fidelity, options.color_correction)
         matrix = facelib.scale_matrix(record.matrix, options.upscale)
-        pixels = facelib.paste_back(pixels, finished, matrix, strength=strength)
+        facelib.paste_back(pixels, finished, matrix, strength=strength, in_place=True)
     return replace(base, pixels=pixels)
 
 

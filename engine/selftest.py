@@ -217,7 +217,9 @@ def _check_detect(sample: Path, state: _State) -> str:
 
 
 def _check_restore(state: _State) -> str:
-    if state.enhancer is None or state.photo is None or state.face is None:
+    if state.enhancer is None:
+        raise _Skipped("the models did not load")
+    if state.photo is None or state.face is None:
         raise _Skipped("no face was detected")
     pixels = to_uint8(state.photo.pixels)
     results = []
@@ -239,7 +241,9 @@ def _check_restore(state: _State) -> str:
 
 
 def _check_save(state: _State) -> str:
-    if state.enhancer is None or state.photo is None or state.restored is None:
+    if state.enhancer is None:
+        raise _Skipped("the models did not load")
+    if state.photo is None or state.restored is None:
         raise _Skipped("no face was restored")
     # The same compose and save as a batch, on the face restored above (no second inference).
     output = state.enhancer.compose_result(state.photo, (state.restored,), detected=1).output

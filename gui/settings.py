@@ -39,7 +39,7 @@ class AppSettings:
     provider: str = "auto"
     fidelity: float = 0.5  # 0 = strongest restoration, 1 = closest to the input
     only_largest: bool = False
-    min_face: int = 16
+    min_face: int = 0  # 0 = auto: 16 px, or 1 % of the long side of big photos
     color_correction: bool = True
     upscale: int = 1
     output_dir: str = ""  # "" = default_output_dir()
@@ -76,7 +76,7 @@ class AppSettings:
             precision=self.precision,
             provider=self.provider,
             fidelity=self.fidelity,
-            min_face=self.min_face,
+            min_face=self.min_face or None,
             only_largest=self.only_largest,
             upscale=self.upscale,
             color_correction=self.color_correction,

@@ -18,6 +18,7 @@ Exits 1 with one line per failed check.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -128,6 +129,13 @@ def main() -> int:
             except OSError:
                 ok = False
             check(ok, f"enhance output {name} exists and decodes")
+        try:
+            report = json.loads((work / "report.json").read_text(encoding="utf-8"))
+            faces = {Path(item["input"]).name: item.get("faces", 0) for item in report["items"]}
+        except (OSError, ValueError, KeyError, TypeError):
+            faces = {}
+        expected_faces = {"astronaut.jpg": 1, "astronaut small.png": 1, "no face.jpg": 0}
+        check(faces == expected_faces, f"enhance restored one face per portrait, none elsewhere {faces}")
 
         # 4. the window opens (offscreen) and nothing is written into the bundle
         seconds, _ = time_window(exe, env, timeout=60)

@@ -131,22 +131,29 @@ def test_settings_are_a_frozen_snapshot() -> None:
     assert replace(settings, fidelity=0.2).fidelity == 0.2
 
 
-def test_a_small_face_in_a_big_photo_is_found_down_to_min_face(enhancer: Enhancer, astronaut: np.ndarray) -> None:
+def test_a_small_face_in_a_big_photo_is_found_down_to_an_explicit_min_face(store, astronaut: np.ndarray) -> None:  # type: ignore[no-untyped-def]
     import cv2
 
     canvas = np.full((2400, 3200, 3), 120, np.uint8)  # 7.7 MP, well above the 1280 px detection size
     tiny = cv2.resize(astronaut, (128, 128), interpolation=cv2.INTER_AREA)  # face about 24 px
     canvas[1500:1628, 2000:2128] = tiny
-    faces = enhancer.detect(canvas)
-    assert len(faces) == 1
-    x1, y1, x2, y2 = faces[0].box
-    assert 2030 < (x1 + x2) / 2 < 2090 and 1510 < (y1 + y2) / 2 < 1570
+    big = cv2.resize(astronaut, (640, 640), interpolation=cv2.INTER_AREA)  # face about 120 px
+    canvas[200:840, 200:840] = big
+    faces = Enhancer(EnhanceSettings(min_face=16), store).detect(canvas)
+    assert len(faces) == 2
+    centres = sorted(((f.box[0] + f.box[2]) / 2, (f.box[1] + f.box[3]) / 2) for f in faces)
+    assert 2030 < centres[1][0] < 2090 and 1510 < centres[1][1] < 1570
+    # By default (auto: 1 % of the long side, 32 px here) the 24 px face is left alone.
+    auto = Enhancer(EnhanceSettings(), store).enhance(Image(pixels=canvas))
+    assert auto.face_count == 1 and auto.faces[0].face.box[0] < 840
 
 
 def test_detection_scale_honours_min_face_and_the_ceiling() -> None:
-    from engine.pipeline import detection_scale
+    from engine.pipeline import detection_scale, effective_min_face
 
     assert detection_scale(1000, 800, 1280, 16) == 1.0
     assert detection_scale(4000, 3000, 1280, 16) == 1.0  # 16 px faces must stay visible
     assert detection_scale(4000, 3000, 1280, 64) == 0.32  # bigger min face: detection on 1280 px
     assert detection_scale(8000, 6000, 1280, 16) == 4096 / 8000  # memory ceiling on 48 MP
+    assert effective_min_face(None, 1000, 800) == 16 and effective_min_face(None, 4000, 3000) == 40
+    assert effective_min_face(16, 4000, 3000) == 16 and effective_min_face(0, 4000, 3000) == 0
