@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.restora-installed
 
-.PHONY: run sample test setup lint clean fuzz soak
+.PHONY: run sample test test-train setup lint clean fuzz soak
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit("Restora needs Python 3.11 or newer" if sys.version_info < (3, 11) else 0)'
@@ -51,6 +51,11 @@ fuzz: $(STAMP)
 
 soak: $(STAMP)
 	$(BIN)/python scripts/soak.py --photos 1000 --every 50
+
+# The training tests need PyTorch (the [train] extra, CPU build); the default suite skips them.
+test-train: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[train]'
+	$(BIN)/python -m pytest -q tests/test_training.py
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

@@ -181,7 +181,11 @@ def make_pair(
 
     ``degradations``: "broad" (GFPGAN-style ranges) or "tiers" (around the evaluation tiers)."""
     target = color_jitter(clean, rng) if jitter and rng.random() < 0.5 else clean.astype(np.float32)
-    d = sample_tier_degradation(rng) if degradations == "tiers" else sample_degradation(rng, light_fraction)
+    if degradations == "tiers":
+        light = light_fraction > 0 and rng.random() < light_fraction
+        d = sample_light_degradation(rng) if light else sample_tier_degradation(rng)
+    else:
+        d = sample_degradation(rng, light_fraction)
     degraded = apply_degradation(target, d, rng)
     if d.grayscale:
         target = to_gray(target)
