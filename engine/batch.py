@@ -32,7 +32,7 @@ from engine.imageio import (
     output_format_for,
     save_image,
 )
-from engine.pipeline import CancelToken, Enhancer, Restoration, engine_info
+from engine.pipeline import CancelToken, Enhancer, engine_info
 
 OUTPUT_FORMATS = ("keep", "png", "jpg", "webp", "tiff")
 REPORT_VERSION = 1
@@ -427,17 +427,16 @@ def run_batch(
                 handed.add(index)
                 yield index, image
 
-        def save(index: int, restoration: Restoration) -> None:
+        def save(index: int, output: Image, faces: int, warnings: list[str]) -> None:
             target = outputs[index]
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
-                save_image(restoration.output, target, quality=options.quality)
+                save_image(output, target, quality=options.quality)
             except Exception as error:
                 fail(index, error)
                 return
             finish(index, ItemResult(str(items[index].path), str(target), "ok",
-                                     faces=restoration.face_count, seconds=_since(begun.get(index)),
-                                     warnings=list(restoration.source.warnings)))
+                                     faces=faces, seconds=_since(begun.get(index)), warnings=warnings))
 
         stream = loaded()
         while True:
@@ -448,7 +447,11 @@ def run_batch(
                     # Back-pressure: never hold more finished photos in memory than savers can take.
                     while len(saving) >= workers * 2:
                         saving.popleft().result()
-                    saving.append(savers.submit(save, index, restoration))
+                    # Only the output travels to the saver: the source photo and the face crops can be
+                    # freed while it encodes (two fewer full frames in memory on big photos).
+                    saving.append(savers.submit(save, index, restoration.output, restoration.face_count,
+                                                list(restoration.source.warnings)))
+                    del restoration
                 break
             except Exception as error:
                 # A failure while restoring a batch of faces costs the photos in that batch, not the

@@ -176,6 +176,9 @@ def paste_area(
     return x1, y1, x2, y2
 
 
+_PASTE_BAND_ROWS = 256
+
+
 def paste_back(
     image: np.ndarray,
     crop: np.ndarray,
@@ -202,26 +205,34 @@ def paste_back(
     x1, y1, x2, y2 = area
     if mask is None:
         mask = feather_mask(size)
-    # Shift the inverse transform so it writes straight into the paste box.
     inverse = cv2.invertAffineTransform(matrix).astype(np.float64)
-    inverse[0, 2] -= x1
-    inverse[1, 2] -= y1
-    box = (x2 - x1, y2 - y1)
-    weight = cv2.warpAffine(mask, inverse, box, flags=cv2.INTER_LINEAR, borderValue=0.0)
-    weight = weight.astype(np.float32)[..., None] * np.float32(min(strength, 1.0))
-    warped = cv2.warpAffine(crop, inverse, box, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    region = result[y1:y2, x1:x2]
-    pasted = warped.astype(np.float32)
-    if image.dtype == np.uint16:
-        pasted *= np.float32(257.0)  # uint8 -> uint16 maps 255 to 65535
-    # region + (pasted - region) * weight, in place on float32 scratch: one box-sized buffer, not five.
-    original = region.astype(np.float32)
-    pasted -= original
-    pasted *= weight
-    pasted += original
+    opacity = np.float32(min(strength, 1.0))
+    to_image_range = np.float32(257.0) if image.dtype == np.uint16 else None  # uint8 255 -> uint16 65535
     limit = 65535.0 if image.dtype == np.uint16 else 255.0
-    np.clip(np.rint(pasted, out=pasted), 0, limit, out=pasted)
-    region[...] = pasted.astype(image.dtype)
+    # Row bands keep the float scratch small: a face of 2000 px in a 48 MP photo has a paste box
+    # of about 3000 x 3000, whose float copies would otherwise cost hundreds of MB.
+    for top in range(y1, y2, _PASTE_BAND_ROWS):
+        bottom = min(top + _PASTE_BAND_ROWS, y2)
+        shifted = inverse.copy()
+        shifted[0, 2] -= x1  # write straight into this band of the paste box
+        shifted[1, 2] -= top
+        band = (x2 - x1, bottom - top)
+        weight = cv2.warpAffine(mask, shifted, band, flags=cv2.INTER_LINEAR, borderValue=0.0)
+        if not weight.any():
+            continue
+        weight = weight.astype(np.float32)[..., None] * opacity
+        pasted = cv2.warpAffine(
+            crop, shifted, band, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        ).astype(np.float32)
+        if to_image_range is not None:
+            pasted *= to_image_range
+        region = result[top:bottom, x1:x2]
+        original = region.astype(np.float32)
+        pasted -= original  # original + (pasted - original) * weight, in place
+        pasted *= weight
+        pasted += original
+        np.clip(np.rint(pasted, out=pasted), 0, limit, out=pasted)
+        region[...] = pasted.astype(image.dtype)
     return result
 
 

@@ -229,9 +229,10 @@ def _decode(handle: IO[bytes], source: Path, max_pixels: int) -> Image:
     if upright is not None:
         pixels = upright(pixels)
         alpha = None if alpha is None else upright(alpha)
-    # Pillow's arrays can be read-only views; callers get plain, writable, C-ordered arrays.
-    pixels = np.require(pixels, requirements=("C", "W"))
-    alpha = None if alpha is None else np.require(alpha, requirements=("C", "W"))
+    # C-ordered for OpenCV. Not copied to make them writable: the engine never writes into a source
+    # photo (compose works on its own copy), and a 48 MP frame copied once more is 144 MB.
+    pixels = np.require(pixels, requirements=("C",))
+    alpha = None if alpha is None else np.require(alpha, requirements=("C",))
     return Image(
         pixels=pixels,
         alpha=alpha,
@@ -301,7 +302,9 @@ def _pixels_of(
     if mode in ("RGBA", "RGBa", "PA") or (mode == "P" and "transparency" in im.info):
         rgba = np.asarray(im.convert("RGBA"))
         return np.ascontiguousarray(rgba[..., :3]), np.ascontiguousarray(rgba[..., 3]), icc
-    if mode not in ("RGB", "P", "RGBX"):
+    if mode == "RGB":
+        return np.asarray(im), None, icc  # convert("RGB") would first copy the whole frame
+    if mode not in ("P", "RGBX"):
         icc = None  # LAB / YCbCr / HSV profiles do not describe the converted RGB
     return np.asarray(im.convert("RGB")), None, icc
 
@@ -530,8 +533,10 @@ def _encode(image: Image, pillow_format: str, quality: int, lossless: bool) -> b
     alpha = None if alpha is None else to_uint8(alpha)
     if gray and pillow_format != "WEBP":  # WebP has no grayscale
         channels = [_luminance(pixels)] if alpha is None else [_luminance(pixels), alpha]
+    elif alpha is None:
+        channels = [pixels]  # already H x W x 3: no restacking copy of a 48 MP frame
     else:
-        channels = [pixels[..., c] for c in range(3)] + ([] if alpha is None else [alpha])
+        channels = [pixels[..., c] for c in range(3)] + [alpha]
     array = np.ascontiguousarray(np.stack(channels, axis=-1) if len(channels) > 1 else channels[0])
     im = PIL.Image.fromarray(array)
     if icc is not None and pillow_format == "WEBP" and gray:

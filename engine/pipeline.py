@@ -335,12 +335,17 @@ class Enhancer:
         restored = self.restore_crops(batch, cancel)
         native = self.fidelity if self.restorer.has_native_weight else None
         index = 0
-        for key, image, chosen, detected, aligned in pending:
+        pending.reverse()
+        while pending:
+            # Popped, not iterated: a photo handed on is no longer held here (48 MP frames add up).
+            key, image, chosen, detected, aligned = pending.pop()
             records = []
             for face, item in zip(chosen, aligned, strict=True):
                 records.append(FaceRestoration(face, item.matrix, item.crop, restored[index], native))
                 index += 1
-            yield key, self.compose_result(image, tuple(records), detected)
+            result = self.compose_result(image, tuple(records), detected)
+            del image
+            yield key, result
 
     def compose_result(self, image: Image, records: tuple[FaceRestoration, ...], detected: int) -> Restoration:
         options = ComposeOptions(self.fidelity, self.settings.upscale, self.settings.color_correction)

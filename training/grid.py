@@ -30,9 +30,10 @@ def face_crop(img: np.ndarray, size: int) -> np.ndarray:
 
 
 def label(cell: np.ndarray, text: str) -> np.ndarray:
-    out = cell.copy()
-    cv2.rectangle(out, (0, 0), (len(text) * 8 + 6, 16), (0, 0, 0), -1)
-    cv2.putText(out, text, (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (255, 255, 255), 1, cv2.LINE_AA)
+    """uint8 RGB cell with a small caption in its top-left corner (cv2 draws on 8-bit images only)."""
+    out = np.ascontiguousarray(np.clip(cell * 255 + 0.5, 0, 255).astype(np.uint8))
+    cv2.rectangle(out, (0, 0), (len(text) * 7 + 6, 15), (0, 0, 0), -1)
+    cv2.putText(out, text, (3, 11), cv2.FONT_HERSHEY_SIMPLEX, 0.36, (255, 255, 255), 1, cv2.LINE_AA)
     return out
 
 
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     cv2.setNumThreads(1)
     grid = build_grid(args.model, args.data_dir, args.faces, args.crop, args.threads)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    bgr = np.clip(grid[..., ::-1] * 255 + 0.5, 0, 255).astype(np.uint8)
+    bgr = np.ascontiguousarray(grid[..., ::-1])
     if not cv2.imwrite(str(args.out), bgr, [cv2.IMWRITE_PNG_COMPRESSION, 9]):
         raise OSError(f"cannot write {args.out}")
     print(args.out)
