@@ -517,7 +517,7 @@ def format_report(result: dict[str, Any]) -> str:
     for row in result["restorers"]:
         b1, best = row["batch1"], row["best"]
         lines.append(f"{row['key']:28} {_span(b1):>24} {('x' + str(row['best_batch']) + ': ' + _span(best)):>30}")
-    lines += ["", "Detection ms per photo (median [min-max]) at the pipeline's detection scale (--min-face 16)",
+    lines += ["", "Detection ms per photo (median [min-max]) at the pipeline's detection scale (auto minimum face)",
               f"{'detector':22} {'MP':>5} {'scale':>6} {'faces':>5} {'ms':>24} {'640px copy ms (faces)':>22}"]
     for row in result["detectors"]:
         small = row.get("copy_640_ms")
