@@ -28,7 +28,6 @@ from engine.batch import (
     InputError,
     check_output_dir,
     collect_inputs,
-    count_inputs,
     describe_error,
     plan_outputs,
     run_batch,
@@ -277,20 +276,11 @@ def _enhance(args: argparse.Namespace, env: Environment) -> ExitStatus:
     enhancer = Enhancer(settings, store)  # model errors surface here, before any photo
     for note in enhancer.notes:
         print(f"note: {note}", file=env.stderr)
-    reporter = _ProgressReporter(env, quiet=args.quiet, total=len(items), verbose=args.verbose)
     cancel = CancelToken()
-    started = time.perf_counter()
-    try:
-        with reporter:
-            report = run_batch(items, enhancer, options, progress=reporter.update, cancel=cancel)
-    except (KeyboardInterrupt, CancelledError):
-        print(f"\ninterrupted after {time.perf_counter() - started:.1f} s; finished outputs are complete, "
-              "rerun with --skip-existing to resume", file=env.stderr)
-        return ExitStatus.INTERRUPTED
-    if args.json is not None:
-        report.write_json(args.json, verbose=args.verbose)
-    _print_summary(report, env, quiet=args.quiet)
-    return ExitStatus.ERROR if report.failed else ExitStatus.OK
+    return _run_reported(
+        args, env, lambda progress: run_batch(items, enhancer, options, progress=progress, cancel=cancel),
+        total=len(items),
+    )
 
 
 def _enhance_on_ray(
@@ -303,15 +293,28 @@ def _enhance_on_ray(
         lines = args.json.with_name(args.json.name + "l") if args.json.suffix == ".json" else Path(
             f"{args.json}.jsonl")
     cluster = ClusterOptions(address=args.ray, workers=args.ray_workers, report_lines=lines)
-    reporter = _ProgressReporter(env, quiet=args.quiet, total=count_inputs(args.inputs, args.recursive),
-                                 verbose=args.verbose)
+    try:
+        return _run_reported(args, env, lambda progress: run_on_ray(
+            args.inputs, settings, options, cluster, model_dirs=env.model_dirs, progress=progress))
+    except ClusterUnavailableError as error:
+        raise UsageError(str(error)) from None
+
+
+def _run_reported(
+    args: argparse.Namespace,
+    env: Environment,
+    run: Callable[[Callable[[BatchProgress], None]], BatchReport],
+    total: int | None = None,
+) -> ExitStatus:
+    """Run a batch (local or on a cluster) with progress output, then write the report and summary.
+
+    ``total`` shows the bar's length from the start; without it the first progress event sets it.
+    """
+    reporter = _ProgressReporter(env, quiet=args.quiet, verbose=args.verbose, total=total)
     started = time.perf_counter()
     try:
         with reporter:
-            report = run_on_ray(args.inputs, settings, options, cluster, model_dirs=env.model_dirs,
-                                progress=reporter.update)
-    except ClusterUnavailableError as error:
-        raise UsageError(str(error)) from None
+            report = run(reporter.update)
     except (KeyboardInterrupt, CancelledError):
         print(f"\ninterrupted after {time.perf_counter() - started:.1f} s; finished outputs are complete, "
               "rerun with --skip-existing to resume", file=env.stderr)
@@ -325,7 +328,7 @@ def _enhance_on_ray(
 class _ProgressReporter:
     """A rich progress bar on a terminal; plain lines otherwise (logs, CI); nothing with --quiet."""
 
-    def __init__(self, env: Environment, *, quiet: bool, total: int, verbose: bool = False) -> None:
+    def __init__(self, env: Environment, *, quiet: bool, verbose: bool = False, total: int | None = None) -> None:
         self.env = env
         self.quiet = quiet
         self.total = total
@@ -361,7 +364,7 @@ class _ProgressReporter:
             return
         rate = progress.faces / progress.elapsed if progress.elapsed > 0 else 0.0
         if self._bar is not None and self._task is not None:
-            self._bar.update(self._task, completed=progress.done, rate=f"{rate:.1f} faces/s")
+            self._bar.update(self._task, completed=progress.done, total=progress.total, rate=f"{rate:.1f} faces/s")
             if last.status == "error":
                 from rich.markup import escape
 
