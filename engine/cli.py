@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 import traceback
@@ -34,7 +33,7 @@ from engine.batch import (
 )
 from engine.errors import CancelledError, ModelError, OutputError, RestoraError
 from engine.imageio import DEFAULT_MAX_PIXELS, load_image
-from engine.models import ModelStore
+from engine.models import ModelStore, environment_model_dirs
 from engine.pipeline import (
     DEFAULT_DETECTOR,
     PRECISIONS,
@@ -73,12 +72,6 @@ class Environment:
 
     def store(self) -> ModelStore:
         return ModelStore.default(extra_dirs=self.model_dirs)
-
-
-def model_dirs_from_environment() -> tuple[Path, ...]:
-    """Extra model folders from RESTORA_MODEL_PATH (os.pathsep-separated), searched first."""
-    raw = os.environ.get("RESTORA_MODEL_PATH", "")
-    return tuple(Path(part) for part in raw.split(os.pathsep) if part)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -197,7 +190,7 @@ def _plugged_module(module: str):  # type: ignore[no-untyped-def]
 
 def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> ExitStatus:
     """Run one command. Never raises for expected failures; returns the exit status."""
-    env = env or Environment(model_dirs=model_dirs_from_environment())
+    env = env or Environment(model_dirs=environment_model_dirs())
     args_list = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     try:

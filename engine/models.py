@@ -61,6 +61,12 @@ def _assets_dir() -> Path:
 ASSETS_DIR = _assets_dir()
 
 
+def environment_model_dirs() -> tuple[Path, ...]:
+    """Extra model folders from RESTORA_MODEL_PATH (os.pathsep-separated), searched first."""
+    raw = os.environ.get("RESTORA_MODEL_PATH", "")
+    return tuple(Path(part) for part in raw.split(os.pathsep) if part)
+
+
 def user_model_dir() -> Path:
     """Where downloads and imports go: ``$RESTORA_MODEL_DIR`` or the platform's user data folder."""
     override = os.environ.get(MODEL_DIR_ENV)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import TypeVar
 
 import cv2
@@ -419,11 +418,3 @@ def engine_info(enhancer: Enhancer) -> EngineInfo:
         provider=enhancer.provider.removesuffix("ExecutionProvider").lower(),
         notes=tuple(enhancer.notes),
     )
-
-
-def default_model_dirs() -> tuple[Path, ...]:
-    """Extra model folders from the environment (RESTORA_MODEL_PATH, os.pathsep-separated)."""
-    import os
-
-    raw = os.environ.get("RESTORA_MODEL_PATH", "")
-    return tuple(Path(p) for p in raw.split(os.pathsep) if p)

@@ -25,7 +25,7 @@ from PySide6.QtGui import QImage
 from engine.errors import CancelledError
 from engine.faces import scale_matrix
 from engine.imageio import Image, load_image, save_image
-from engine.models import ModelStore
+from engine.models import ModelStore, environment_model_dirs
 from engine.pipeline import (
     CancelToken,
     ComposeOptions,
@@ -33,7 +33,6 @@ from engine.pipeline import (
     EnhanceSettings,
     Restoration,
     compose,
-    default_model_dirs,
 )
 from gui.imaging import file_thumbnail, shrink, to_qimage
 from gui.settings import AppSettings
@@ -59,7 +58,7 @@ class EnginePool:
     def store(self) -> ModelStore:
         with self._lock:
             if self._store is None:
-                self._store = ModelStore.default(default_model_dirs())
+                self._store = ModelStore.default(environment_model_dirs())
             return self._store
 
     def set_store(self, store: ModelStore) -> None:
@@ -88,7 +87,7 @@ class EnginePool:
                 self._enhancers.move_to_end(key)
                 return found
             if self._store is None:
-                self._store = ModelStore.default(default_model_dirs())
+                self._store = ModelStore.default(environment_model_dirs())
             enhancer = Enhancer(key, self._store)  # raises ModelError subclasses
             self._enhancers[key] = enhancer
             while len(self._enhancers) > self._capacity:
