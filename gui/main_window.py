@@ -190,6 +190,10 @@ class MainWindow(QMainWindow):
         self.queue_view.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.queue_view.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
         self.queue_view.setMouseTracking(True)
+        # Drag rows to reorder; files dropped from outside fall through to the window's drop handler.
+        self.queue_view.setDragDropMode(QAbstractItemView.DragDropMode.InternalMove)
+        self.queue_view.setDefaultDropAction(Qt.DropAction.MoveAction)
+        self.queue_view.setDragDropOverwriteMode(False)
         self.queue_view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.queue_title = QLabel("Queue")
         self.queue_title.setObjectName("panelTitle")

@@ -16,6 +16,8 @@ from typing import Any
 
 from PySide6.QtCore import (
     QAbstractListModel,
+    QByteArray,
+    QMimeData,
     QModelIndex,
     QPersistentModelIndex,
     QRect,
@@ -29,6 +31,9 @@ from PySide6.QtWidgets import QStyle, QStyledItemDelegate, QStyleOptionViewItem
 from engine.batch import InputItem
 
 ModelIndex = QModelIndex | QPersistentModelIndex
+# Rows dragged inside the queue carry only their row numbers: the default Qt encoding would try to
+# serialise every role's value, including the Python QueueItem, which QVariant cannot save.
+ROWS_MIME_TYPE = "application/x-restora-queue-rows"
 
 
 class Status(StrEnum):
@@ -115,7 +120,39 @@ class QueueModel(QAbstractListModel):
 
     def flags(self, index: ModelIndex) -> Qt.ItemFlag:
         base = super().flags(index)
-        return base | Qt.ItemFlag.ItemIsDragEnabled if index.isValid() else base
+        # Rows drag; the gaps between them (the root) take drops, so a row can be dragged to a new place.
+        return base | Qt.ItemFlag.ItemIsDragEnabled if index.isValid() else base | Qt.ItemFlag.ItemIsDropEnabled
+
+    def supportedDropActions(self) -> Qt.DropAction:
+        return Qt.DropAction.MoveAction
+
+    def mimeTypes(self) -> list[str]:
+        return [ROWS_MIME_TYPE]
+
+    def mimeData(self, indexes: Sequence[ModelIndex]) -> QMimeData:
+        data = QMimeData()
+        rows = sorted({index.row() for index in indexes if index.isValid()})
+        data.setData(ROWS_MIME_TYPE, QByteArray(",".join(map(str, rows)).encode()))
+        return data
+
+    def moveRows(
+        self, source_parent: ModelIndex, source_row: int, count: int, destination_parent: ModelIndex,
+        destination_child: int,
+    ) -> bool:
+        """Qt's row move (QListView's internal drag and drop calls it): ``destination_child`` is the row
+        before which the moved rows land, counted before they leave."""
+        end = source_row + count
+        if (source_parent.isValid() or destination_parent.isValid() or count < 1 or source_row < 0
+                or end > len(self.items) or not 0 <= destination_child <= len(self.items)
+                or source_row <= destination_child <= end):
+            return False
+        self.beginMoveRows(QModelIndex(), source_row, end - 1, QModelIndex(), destination_child)
+        moved = self.items[source_row:end]
+        del self.items[source_row:end]
+        insert_at = destination_child if destination_child < source_row else destination_child - count
+        self.items[insert_at:insert_at] = moved
+        self.endMoveRows()
+        return True
 
     # -- thumbnails ----------------------------------------------------------------------------
 
@@ -192,10 +229,7 @@ class QueueModel(QAbstractListModel):
             return row
         # Qt's destination is the row *before which* the moved row lands.
         destination = target + 1 if delta > 0 else target
-        self.beginMoveRows(QModelIndex(), row, row, QModelIndex(), destination)
-        self.items.insert(target, self.items.pop(row))
-        self.endMoveRows()
-        return target
+        return target if self.moveRows(QModelIndex(), row, 1, QModelIndex(), destination) else row
 
     def counts(self) -> dict[Status, int]:
         counts = dict.fromkeys(Status, 0)

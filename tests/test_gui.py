@@ -17,9 +17,9 @@ pytest.importorskip("PySide6")
 pytest.importorskip("pytestqt")
 
 from PIL import Image as PILImage
-from PySide6.QtCore import QMimeData, QPointF, QSettings, Qt, QUrl
+from PySide6.QtCore import QMimeData, QModelIndex, QPointF, QSettings, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent, QImage
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QAbstractItemView, QApplication
 
 from engine.errors import ModelError
 from engine.imageio import load_image
@@ -341,3 +341,39 @@ def test_fidelity_preview_of_a_12_megapixel_photo_is_fast(enhancer, astronaut: n
     difference = np.abs(compose_output(small, settings, None, upscale=1).pixels.astype(int) - full_small).mean()
     assert difference < 3.0
     assert screen < 250 and full < 2000  # generous bounds for a shared CI machine; figures in docs/GUI.md
+
+
+def test_rows_drag_to_a_new_place_and_files_dropped_on_the_queue_still_add(  # type: ignore[no-untyped-def]
+    qtbot, window: MainWindow, photos: Path
+) -> None:
+    from engine.batch import InputItem
+    from gui.queue_model import ROWS_MIME_TYPE
+
+    view = window.queue_view
+    assert view.dragDropMode() == QAbstractItemView.DragDropMode.InternalMove
+    model = QueueModel()
+    items = model.add(InputItem(Path(f"/photos/{i}.jpg"), Path(f"{i}.jpg")) for i in range(5))
+    moved = qtbot.waitSignal(model.rowsMoved, timeout=1000)
+    with moved:
+        # What QListView's internal drop does: Qt's moveRow, destination counted before the move.
+        assert model.moveRow(QModelIndex(), 0, QModelIndex(), 3)
+    assert [i.name for i in model.items] == ["1.jpg", "2.jpg", "0.jpg", "3.jpg", "4.jpg"]
+    assert model.moveRow(QModelIndex(), 4, QModelIndex(), 0)
+    assert [i.name for i in model.items] == ["4.jpg", "1.jpg", "2.jpg", "0.jpg", "3.jpg"]
+    assert not model.moveRow(QModelIndex(), 1, QModelIndex(), 2)  # onto itself: nothing to do
+    assert set(model.items) == set(items)
+    mime = model.mimeData([model.index(3), model.index(1)])
+    assert bytes(mime.data(ROWS_MIME_TYPE).data()) == b"1,3"
+    assert model.canDropMimeData(mime, Qt.DropAction.MoveAction, -1, -1, QModelIndex())
+    # A file manager's drop onto the queue list itself (not the window) is still taken as photos.
+    urls = QMimeData()
+    urls.setUrls([QUrl.fromLocalFile(str(next(photos.glob("*.jpg"))))])
+    point = QPointF(20, 20)
+    enter = QDragEnterEvent(point, Qt.DropAction.CopyAction, urls, Qt.MouseButton.LeftButton,
+                            Qt.KeyboardModifier.NoModifier)
+    with qtbot.waitSignal(window.inputs_added, timeout=10_000):
+        QApplication.sendEvent(view.viewport(), enter)
+        drop_event = QDropEvent(point, Qt.DropAction.CopyAction, urls, Qt.MouseButton.LeftButton,
+                                Qt.KeyboardModifier.NoModifier)
+        QApplication.sendEvent(view.viewport(), drop_event)
+    assert window.model.rowCount() == 1
