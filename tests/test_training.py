@@ -286,3 +286,65 @@ def test_shipped_manifest_matches_its_files() -> None:
         assert "non-commercial" in e["license"]
         path = manifest_path.parent / e["file"]
         assert hashlib.sha256(path.read_bytes()).hexdigest() == e["sha256"], path.name
+
+
+# --- pruning (training/prune.py) ---
+
+
+def random_small_net():  # type: ignore[no-untyped-def]
+    import torch
+
+    from training.model import NetConfig, RestoraLite
+
+    torch.manual_seed(3)
+    model = RestoraLite(NetConfig(widths=(8, 16, 24, 32), blocks=2)).eval()
+    # The tail starts at zero (identity net); give it weights so every channel reaches the output.
+    torch.nn.init.normal_(model.tail.weight, std=0.05)
+    return model
+
+
+@needs_torch
+def test_pruning_keeps_the_shape_and_removes_the_weakest_channels() -> None:
+    import torch
+
+    from training.model import count_params
+    from training.prune import channel_scores, masked_model, prune_model
+
+    model = random_small_net()
+    pruned, keep = prune_model(model, 0.25)
+    assert pruned.config.widths == (6, 12, 18, 24)
+    # Widths shrink on both sides of each weight, so parameters shrink by about 1 - (1 - 0.25)^2.
+    ratio = count_params(pruned) / count_params(model)
+    assert abs(ratio - 0.75**2) < 0.05
+    scores = channel_scores(model)
+    for group, kept in keep.items():
+        dropped = sorted(set(range(len(scores[group]))) - set(kept))
+        assert dropped and float(scores[group][kept].min()) >= float(scores[group][dropped].max())
+    x = torch.from_numpy(astronaut_face(128).transpose(2, 0, 1)[None].copy())
+    with torch.no_grad():
+        y = pruned(x)
+        assert y.shape == x.shape
+        # The thin net computes what the full net computes with the dropped channels zeroed.
+        torch.testing.assert_close(y, masked_model(model, keep)(x), atol=1e-5, rtol=0)
+        assert not torch.allclose(y, model(x), atol=1e-4)
+
+
+@needs_torch
+def test_pruning_nothing_reproduces_the_net_and_saves_a_loadable_checkpoint(tmp_path: Path) -> None:
+    import torch
+
+    from training.checkpoint import load_model, save_checkpoint
+    from training.prune import prune_model, save_pruned
+
+    model = random_small_net()
+    pruned, keep = prune_model(model, 0.0)
+    assert pruned.config == model.config
+    x = torch.from_numpy(astronaut_face(128).transpose(2, 0, 1)[None].copy())
+    source = tmp_path / "ckpt-0000005.safetensors"
+    save_checkpoint(source, model, None, {"step": 5, "net": model.config.to_dict()})
+    save_pruned(tmp_path / "pruned-0000000.safetensors", pruned, source, 0.0, keep)
+    reloaded = load_model(tmp_path / "pruned-0000000.safetensors")
+    with torch.no_grad():
+        expected = model(x)
+        assert torch.equal(pruned(x), expected)
+        assert torch.equal(reloaded(x), expected)
