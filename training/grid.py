@@ -1,6 +1,6 @@
 """A before/after grid of validation faces across the three tiers, at 100 % (no resampling).
 
-    python -m training.grid --model assets/models/restora-lite-int8.onnx --out docs/model_grid.png
+    python -m training.grid --model assets/models/restora-lite-int8.onnx --out runs/model_grid.png
 
 Each row is one validation face; columns: for mild, medium and severe the degraded input and the
 model's output, then the sharp original. Each cell is the same crop around the eyes and nose, so
@@ -57,7 +57,7 @@ def build_grid(model: Path, data_dir: Path, faces: int, crop: int, threads: int)
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.grid", description=__doc__.split("\n")[0])
     p.add_argument("--model", type=Path, required=True, help="an ONNX restorer")
-    p.add_argument("--out", type=Path, default=Path("docs/model_grid.png"))
+    p.add_argument("--out", type=Path, default=Path("runs/model_grid.png"))
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     p.add_argument("--faces", type=int, default=10)
     p.add_argument("--crop", type=int, default=192, help="crop side in pixels (shown at 100 %%)")
