@@ -27,6 +27,7 @@ from engine.detectors.base import (
     MakeSession,
     check_image,
     faces_from_arrays,
+    fixed_input_size,
     float_option,
     nms,
     outputs_by_last_dim,
@@ -108,10 +109,10 @@ class UltraFaceDetector:
         self._session = session
         self._mesh = mesh
         self._input, shape = single_input(session, name)
-        height, width = (static_dim(shape[2]), static_dim(shape[3])) if len(shape) == 4 else (None, None)
-        if not height or not width:
+        fixed = fixed_input_size(shape)
+        if fixed is None:
             raise ModelFormatError(f"{name}: UltraFace input must have a fixed size, got {shape}")
-        self._size = (width, height)
+        self._size = fixed  # (width, height)
         groups = outputs_by_last_dim(session, name, (2, 4))
         self._outputs = [groups[2][0], groups[4][0]]
 
