@@ -20,11 +20,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from engine.errors import CancelledError, ImageError, OutputError, RestoraError
+from engine.errors import CancelledError, OutputError, RestoraError
 from engine.imageio import (
     DEFAULT_MAX_PIXELS,
     PART_PREFIX,
-    SUPPORTED_EXTENSIONS,
     Image,
     atomic_write_bytes,
     is_supported_path,
@@ -505,12 +504,10 @@ def _one_line(text: str) -> str:
 
 __all__ = [
     "OUTPUT_FORMATS",
-    "SUPPORTED_EXTENSIONS",
     "BatchOptions",
     "BatchProgress",
     "BatchReport",
     "CancelledError",
-    "ImageError",
     "InputError",
     "InputItem",
     "ItemResult",

@@ -38,7 +38,7 @@ from engine.batch import (
     iter_inputs,
     run_batch,
 )
-from engine.errors import CancelledError, RestoraError
+from engine.errors import RestoraError
 from engine.models import ModelStore
 from engine.pipeline import CancelToken, Enhancer, EnhanceSettings, engine_info
 
@@ -274,7 +274,6 @@ def run_on_ray(
 
 __all__ = [
     "CRASHED_TWICE",
-    "CancelledError",
     "Chunk",
     "ChunkScheduler",
     "ClusterOptions",

@@ -284,9 +284,9 @@ class Enhancer:
             matrix = np.array([[size / image.width, 0, 0], [0, size / image.height, 0]], np.float32)
             whole = Face((0.0, 0.0, float(image.width), float(image.height)), np.zeros((5, 2), np.float32), 1.0)
             return [whole], 1, [facelib.AlignedFace(crop=crop, matrix=matrix)]
-        found = self.detect(image)
+        pixels = to_uint8(image.pixels)  # once: a 16-bit photo is converted for detection and alignment alike
+        found = self.detect(pixels)
         chosen = self.select(found, image.width, image.height)
-        pixels = to_uint8(image.pixels)
         template = self.restorer_spec.template or "ffhq"
         aligned = [facelib.align_face(pixels, face, size, template) for face in chosen]
         return chosen, len(found), aligned
