@@ -11,6 +11,7 @@ move with the load, ratios taken side by side in one run much less.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import platform
@@ -25,9 +26,9 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import cv2
 import numpy as np
 import onnxruntime as ort
+import PIL.Image
 
 from engine.batch import BatchOptions, collect_inputs, run_batch
 from engine.errors import RestoraError
@@ -44,6 +45,7 @@ from engine.pipeline import (
     effective_min_face,
     load_detector,
 )
+from engine.resample import resize
 from engine.restorers import OnnxRestorer
 from engine.runtime import create_session
 
@@ -197,7 +199,7 @@ def make_photo(megapixels: float, faces: int, seed: int = 0) -> np.ndarray:
         target_h = int(cell_h * (0.75 - 0.08 * (index % 4)))
         target_w = int(target_h * head.shape[1] / head.shape[0])
         target_w = min(target_w, cell_w - 2)
-        patch = cv2.resize(head, (target_w, target_h), interpolation=cv2.INTER_AREA)
+        patch = resize(head, (target_w, target_h), "area")
         row, column = divmod(index, columns)
         y = row * cell_h + (cell_h - target_h) // 2
         x = column * cell_w + (cell_w - target_w) // 2
@@ -206,10 +208,9 @@ def make_photo(megapixels: float, faces: int, seed: int = 0) -> np.ndarray:
 
 
 def write_jpeg(pixels: np.ndarray, path: Path, quality: int = 90) -> None:
-    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise RestoraError(f"cannot encode the test photo {path}")
-    path.write_bytes(encoded.tobytes())
+    buffer = io.BytesIO()
+    PIL.Image.fromarray(pixels).save(buffer, "JPEG", quality=quality)
+    path.write_bytes(buffer.getvalue())
 
 
 def write_photo_sets(root: Path, plan: Plan) -> dict[str, Path]:

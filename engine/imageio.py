@@ -4,7 +4,8 @@ Conventions:
 - `Image.exif` holds EXIF as Pillow writes it: b"Exif\\0\\0" + TIFF header + IFDs, Orientation set to 1.
 - Pixels are always (H, W, 3) RGB; `Image.mode` remembers the source mode so grayscale goes back out
   as grayscale.
-- 16-bit RGB(A) PNG/TIFF are decoded and encoded with OpenCV, because Pillow has no 16-bit RGB mode.
+- 16-bit RGB(A) PNG/TIFF: Pillow has no 16-bit RGB mode, so libspng (pyspng) decodes such PNGs,
+  tifffile reads and writes such TIFFs, and the PNG writer here encodes them.
 - Every failure surfaces as ImageError (reading) or OutputError (writing), one line naming the file.
 """
 
@@ -23,13 +24,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
 
-import cv2
 import numpy as np
 import PIL.Image
 import PIL.ImageFile
 from PIL import ImageCms
 
 from engine.errors import ImageError, ImageTooLargeError, OutputError, RestoraError
+from engine.resample import Interpolation, resize
 
 PART_PREFIX = ".restora-"  # temporary files of atomic writes: .restora-<pid>-<random>.part
 DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own decompression-bomb threshold (about 178 MP)
@@ -229,8 +230,8 @@ def _decode(handle: IO[bytes], source: Path, max_pixels: int) -> Image:
     if upright is not None:
         pixels = upright(pixels)
         alpha = None if alpha is None else upright(alpha)
-    # C-ordered for OpenCV. Not copied to make them writable: the engine never writes into a source
-    # photo (compose works on its own copy), and a 48 MP frame copied once more is 144 MB.
+    # C-ordered for the resamplers and onnxruntime. Not copied to make them writable: the engine never
+    # writes into a source photo (compose works on its own copy), and a 48 MP frame copied once more is 144 MB.
     pixels = np.require(pixels, requirements=("C",))
     alpha = None if alpha is None else np.require(alpha, requirements=("C",))
     return Image(
@@ -284,9 +285,9 @@ def _pixels_of(
     """(RGB pixels, alpha or None, ICC still valid for those pixels) in the source bit depth."""
     if _is_16bit_colour(im, handle, source_format):
         handle.seek(0)
-        decoded = cv2.imdecode(np.frombuffer(handle.read(), np.uint8), cv2.IMREAD_UNCHANGED)
-        if decoded is not None and decoded.dtype == np.uint16:
-            return (*_split_opencv(decoded), icc)
+        decoded = _decode_16bit(handle.read(), source_format)
+        if decoded is not None:
+            return (*_split_channels(decoded), icc)
         warnings.append(f"16-bit {source_format} decoded at 8 bits per channel")
 
     mode = im.mode
@@ -324,7 +325,37 @@ def _is_16bit_colour(im: PIL.Image.Image, handle: IO[bytes], source_format: str)
     return False
 
 
-def _split_opencv(decoded: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+def _decode_16bit(data: bytes, source_format: str) -> np.ndarray | None:
+    """The samples of a 16-bit colour PNG/TIFF as (H, W, C) uint16 RGB(A) order, or None.
+
+    None sends the file down Pillow's 8-bit path with a warning: a TIFF compressed with a codec
+    that tifffile only has through the (large, unshipped) imagecodecs package, such as LZW.
+    """
+    try:
+        if source_format == "PNG":
+            import pyspng
+
+            decoded = pyspng.load(data)
+            # libspng hands 16-bit RGB out as RGBA: drop an alpha that only says "opaque"
+            # (one made from a tRNS colour key is real and stays).
+            if data[25] in (0, 2) and decoded.ndim == 3 and decoded.shape[2] == 4 and decoded[..., 3].min() == 65535:
+                decoded = decoded[..., :3]
+        else:
+            import tifffile
+
+            with tifffile.TiffFile(io.BytesIO(data)) as tiff:
+                page = tiff.pages.first
+                decoded = page.asarray()
+                if page.axes.startswith("S"):  # planar: one plane per sample
+                    decoded = np.moveaxis(decoded, 0, -1)
+    except Exception:
+        return None
+    if decoded.dtype != np.uint16 or decoded.ndim not in (2, 3):
+        return None
+    return np.ascontiguousarray(decoded)
+
+
+def _split_channels(decoded: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     if decoded.ndim == 2:
         return _expand_gray(decoded), None
     channels = decoded.shape[2]
@@ -333,9 +364,8 @@ def _split_opencv(decoded: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     if channels == 2:
         return _expand_gray(decoded[..., 0]), np.ascontiguousarray(decoded[..., 1])
     if channels == 3:
-        return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB), None
-    rgba = cv2.cvtColor(decoded[..., :4], cv2.COLOR_BGRA2RGBA)
-    return np.ascontiguousarray(rgba[..., :3]), np.ascontiguousarray(rgba[..., 3])
+        return decoded, None
+    return np.ascontiguousarray(decoded[..., :3]), np.ascontiguousarray(decoded[..., 3])
 
 
 def _expand_gray(gray: np.ndarray) -> np.ndarray:
@@ -486,7 +516,7 @@ def save_image(
     EXIF (Orientation 1) and ICC go back where the format holds them (JPEG, PNG, WebP, TIFF).
     Alpha is kept in PNG, WebP and TIFF and dropped for JPEG and BMP, which have none.
     16-bit pixels stay 16-bit in PNG and TIFF and are rounded to 8 bits elsewhere. 16-bit RGB(A)
-    goes through OpenCV: PNG gets its ICC and EXIF chunks added here, TIFF loses them.
+    PNG is encoded here with its ICC and EXIF chunks; 16-bit RGB(A) TIFF (tifffile) keeps ICC only.
     A grayscale source (mode L, I;16...) is written as grayscale.
     Raises OutputError; the target is either the complete new file or left as it was.
     """
@@ -527,7 +557,7 @@ def _encode(image: Image, pillow_format: str, quality: int, lossless: bool) -> b
         if gray and alpha is None:
             im = PIL.Image.fromarray(np.ascontiguousarray(_luminance(pixels)))
             return _pillow_bytes(im, pillow_format, quality, lossless, exif, icc)
-        return _opencv_16bit_bytes(pixels, alpha, pillow_format, exif, icc)
+        return _16bit_bytes(pixels, alpha, pillow_format, exif, icc)
 
     pixels = to_uint8(pixels)
     alpha = None if alpha is None else to_uint8(alpha)
@@ -600,23 +630,48 @@ def _pillow_bytes(
     return buffer.getvalue()
 
 
-def _opencv_16bit_bytes(
+def _16bit_bytes(
     pixels: np.ndarray,
     alpha: np.ndarray | None,
     pillow_format: str,
     exif: bytes | None,
     icc: bytes | None,
 ) -> bytes:
-    bgr = cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_RGB2BGR)
-    array = bgr if alpha is None else np.dstack([bgr, alpha.astype(np.uint16)])
-    extension = ".png" if pillow_format == "PNG" else ".tif"
-    ok, encoded = cv2.imencode(extension, array)
-    if not ok:
-        raise OutputError(f"OpenCV could not encode a 16-bit {pillow_format}")
-    data = encoded.tobytes()
+    array = np.ascontiguousarray(pixels if alpha is None else np.dstack([pixels, alpha.astype(np.uint16)]))
     if pillow_format == "PNG":
-        data = _png_with_metadata(data, exif, icc)
-    return data
+        return _png_with_metadata(_png16(array), exif, icc)
+    import tifffile
+
+    buffer = io.BytesIO()
+    # EXIF would need a sub-IFD that tifffile does not write from raw bytes; the ICC profile goes in.
+    tifffile.imwrite(
+        buffer, array, photometric="rgb", compression="zlib", predictor=True, iccprofile=icc,
+        extrasamples=None if alpha is None else ("unassalpha",),
+    )
+    return buffer.getvalue()
+
+
+def _png16(array: np.ndarray) -> bytes:
+    """A 16-bit RGB or RGBA PNG of ``array`` (H, W, 3|4) uint16.
+
+    Written here: Pillow cannot hold 16-bit RGB, and the small PNG libraries either only decode
+    (pyspng) or filter in pure Python (pypng). Every row uses the Sub filter, computed for the
+    whole image at once, which compresses photos about as well as adaptive filtering.
+    """
+    height, width, channels = array.shape
+    rows = array.astype(">u2").reshape(height, width * channels).view(np.uint8)
+    step = 2 * channels  # bytes per pixel: Sub subtracts the same byte of the previous pixel
+    filtered = np.empty((height, rows.shape[1] + 1), np.uint8)
+    filtered[:, 0] = 1  # filter type Sub
+    filtered[:, 1 : step + 1] = rows[:, :step]
+    np.subtract(rows[:, step:], rows[:, :-step], out=filtered[:, step + 1 :])
+    header = struct.pack(">IIBBBBB", width, height, 16, 6 if channels == 4 else 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", zlib.compress(filtered.tobytes(), 6))
+        + _png_chunk(b"IEND", b"")
+    )
 
 
 def _png_with_metadata(png: bytes, exif: bytes | None, icc: bytes | None) -> bytes:
@@ -731,9 +786,9 @@ def resize_image(image: Image, scale: float) -> Image:
     height = max(1, round(image.height * scale))
     if (width, height) == (image.width, image.height):
         return image
-    interpolation = cv2.INTER_LANCZOS4 if scale > 1 else cv2.INTER_AREA
-    pixels = cv2.resize(image.pixels, (width, height), interpolation=interpolation)
+    interpolation: Interpolation = "lanczos" if scale > 1 else "area"
+    pixels = resize(image.pixels, (width, height), interpolation)
     alpha = None
     if image.alpha is not None:
-        alpha = cv2.resize(image.alpha, (width, height), interpolation=interpolation)
+        alpha = resize(image.alpha, (width, height), interpolation)
     return replace(image, pixels=pixels, alpha=alpha)

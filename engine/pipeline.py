@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
-import cv2
 import numpy as np
 
 from engine import faces as facelib
@@ -22,6 +21,7 @@ from engine.errors import CancelledError, ModelNotFoundError
 from engine.faces import Face
 from engine.imageio import Image, resize_image, to_uint8
 from engine.models import ModelSpec, ModelStore
+from engine.resample import resize
 from engine.restorers import OnnxRestorer
 from engine.runtime import create_session, resolve_providers
 
@@ -200,9 +200,7 @@ def detect_faces(
     factor = detection_scale(width, height, max_side, effective_min_face(min_face, width, height))
     if factor >= 1.0:
         return detector.detect(pixels)
-    small = cv2.resize(
-        pixels, (max(round(width * factor), 1), max(round(height * factor), 1)), interpolation=cv2.INTER_AREA
-    )
+    small = resize(pixels, (max(round(width * factor), 1), max(round(height * factor), 1)), "area")
     return [face.scaled(1.0 / factor) for face in detector.detect(small)]
 
 
@@ -279,8 +277,7 @@ class Enhancer:
         size = self.restorer.size
         if self.settings.aligned:
             pixels = to_uint8(image.pixels)
-            crop = cv2.resize(pixels, (size, size), interpolation=cv2.INTER_AREA if pixels.shape[0] > size
-                              else cv2.INTER_CUBIC)
+            crop = resize(pixels, (size, size), "area" if pixels.shape[0] > size else "cubic")
             matrix = np.array([[size / image.width, 0, 0], [0, size / image.height, 0]], np.float32)
             whole = Face((0.0, 0.0, float(image.width), float(image.height)), np.zeros((5, 2), np.float32), 1.0)
             return [whole], 1, [facelib.AlignedFace(crop=crop, matrix=matrix)]
@@ -380,8 +377,7 @@ def compose(
             return base
         finished, strength = finish_face(records[0], options.fidelity, options.color_correction)
         grow = base.width > finished.shape[1]
-        resized = cv2.resize(finished, (base.width, base.height),
-                             interpolation=cv2.INTER_CUBIC if grow else cv2.INTER_AREA)
+        resized = resize(finished, (base.width, base.height), "cubic" if grow else "area")
         scale = 257.0 if base.pixels.dtype == np.uint16 else 1.0
         limit = 65535.0 if base.pixels.dtype == np.uint16 else 255.0
         original = base.pixels.astype(np.float32)
@@ -391,7 +387,8 @@ def compose(
     chosen = [r for i, r in enumerate(records) if include is None or include[i]]
     if not chosen:
         return base
-    pixels = base.pixels if base is not source else base.pixels.copy()  # one copy, then paste in place
+    # One copy, then paste in place; a resized base is already a copy unless it is read-only.
+    pixels = base.pixels if base is not source and base.pixels.flags.writeable else base.pixels.copy()
     for record in chosen:
         finished, strength = finish_face(record, options.fidelity, options.color_correction)
         matrix = facelib.scale_matrix(record.matrix, options.upscale)

@@ -96,11 +96,13 @@ def image_seeds() -> dict[str, bytes]:
 
     seeds["bomb.png"] = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 60000, 60000, 8, 2, 0, 0, 0))
                          + chunk(b"IDAT", zlib.compress(b"\x00" * 256)) + chunk(b"IEND", b""))
-    import cv2
+    from engine.imageio import Image as Photo
+    from engine.imageio import save_image
 
-    ok, sixteen = cv2.imencode(".png", pixels.astype(np.uint16) * 257)
-    if ok:
-        seeds["deep16.png"] = sixteen.tobytes()
+    with tempfile.TemporaryDirectory() as folder:
+        deep = Path(folder) / "deep16.png"  # a 16-bit RGB PNG, through the engine's own writer
+        save_image(Photo(pixels=pixels.astype(np.uint16) * 257), deep)
+        seeds["deep16.png"] = deep.read_bytes()
     return seeds
 
 

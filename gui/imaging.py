@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import PIL.Image
 import PIL.ImageOps
 from PySide6.QtGui import QImage
 
 from engine.imageio import to_uint8
+from engine.resample import resize
 
 THUMBNAIL_SIZE = 96
 
@@ -38,7 +38,7 @@ def shrink(pixels: np.ndarray, longest: int) -> np.ndarray:
     if factor >= 1:
         return pixels
     size = (max(1, round(width * factor)), max(1, round(height * factor)))
-    return cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
+    return resize(pixels, size, "area")
 
 
 def file_thumbnail(path: Path, longest: int = THUMBNAIL_SIZE) -> QImage:

@@ -17,7 +17,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 from PySide6.QtGui import QImage
@@ -34,6 +33,7 @@ from engine.pipeline import (
     Restoration,
     compose,
 )
+from engine.resample import resize
 from gui.imaging import file_thumbnail, shrink, to_qimage
 from gui.settings import AppSettings
 
@@ -191,7 +191,7 @@ def scaled_restoration(restoration: Restoration, factor: float) -> Restoration:
     """
     source = restoration.source
     size = (max(1, round(source.width * factor)), max(1, round(source.height * factor)))
-    pixels = cv2.resize(source.pixels, size, interpolation=cv2.INTER_AREA)
+    pixels = resize(source.pixels, size, "area")
     faces = [replace(face, matrix=scale_matrix(face.matrix, factor)) for face in restoration.faces]
     return replace(restoration, source=replace(source, pixels=pixels, alpha=None), faces=tuple(faces))
 
@@ -361,7 +361,7 @@ class PreviewJob(QRunnable):
             before = to_qimage(source.pixels)
             if zoom is not None:
                 size = display_size(source.width, source.height, zoom)
-                before_display = to_qimage(cv2.resize(source.pixels, size, interpolation=cv2.INTER_AREA))
+                before_display = to_qimage(resize(source.pixels, size, "area"))
 
         after_display = small = None
         if request.want_after and restoration is not None and zoom is not None:

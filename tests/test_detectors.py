@@ -8,7 +8,6 @@ import threading
 from pathlib import Path
 from typing import Any, cast
 
-import cv2
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -18,6 +17,7 @@ from engine.detectors.scrfd import SCRFDDetector
 from engine.errors import ImageError, ModelFormatError, ModelNotFoundError
 from engine.faces import Face
 from engine.models import ModelSpec, parse_manifest
+from engine.resample import resize
 
 SHARED_MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
 MANIFEST = Path(__file__).resolve().parents[1] / "assets" / "models" / "detectors.json"
@@ -190,7 +190,7 @@ def test_results_sorted_and_in_input_coordinates(name: str, astronaut_rgb: np.nd
 def test_face_filling_the_frame_is_found(name: str, astronaut_rgb: np.ndarray) -> None:
     # An already-cropped face (what restoration projects' "cropped_faces" folders hold).
     top, left, side, size = 40, 145, 160, 512
-    crop = cv2.resize(astronaut_rgb[top : top + side, left : left + side], (size, size), interpolation=cv2.INTER_CUBIC)
+    crop = resize(astronaut_rgb[top : top + side, left : left + side], (size, size), "cubic")
     factor = size / side
     x1, y1, x2, y2 = REFERENCE_BOXES[name]
     expected = ((x1 - left) * factor, (y1 - top) * factor, (x2 - left) * factor, (y2 - top) * factor)
@@ -205,7 +205,7 @@ def test_face_filling_the_frame_is_found(name: str, astronaut_rgb: np.ndarray) -
 
 def test_mtcnn_finds_a_24px_face_with_min_face_16(astronaut_rgb: np.ndarray) -> None:
     factor = 24 / 110  # the astronaut's face is about 110 px tall
-    small = cv2.resize(astronaut_rgb, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+    small = resize(astronaut_rgb, (round(512 * factor), round(512 * factor)))
     canvas = np.full((300, 400, 3), 128, np.uint8)
     top, left = 120, 200
     canvas[top : top + small.shape[0], left : left + small.shape[1]] = small
@@ -222,7 +222,7 @@ def test_mtcnn_finds_a_24px_face_with_min_face_16(astronaut_rgb: np.ndarray) -> 
 
 
 def test_mtcnn_max_side_gives_the_same_face_in_full_coordinates(astronaut_rgb: np.ndarray) -> None:
-    big = cv2.resize(astronaut_rgb, (1024, 1024), interpolation=cv2.INTER_LINEAR)
+    big = resize(astronaut_rgb, (1024, 1024), "linear")
     faces = detector("mtcnn", max_side=512, min_face=24).detect(big)
     assert len(faces) == 1
     expected = tuple(2 * v for v in REFERENCE_BOXES["mtcnn"])

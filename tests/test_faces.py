@@ -88,14 +88,14 @@ def test_feather_mask_is_one_inside_zero_at_edges() -> None:
 
 
 def test_color_match_moves_colour_towards_the_reference(astronaut: np.ndarray) -> None:
-    import cv2
+    from skimage.color import rgb2lab  # an independent colour measure: CIE Lab, not the match's YCbCr
 
     aligned = align_face(astronaut, astronaut_face(), 256)
     tinted = np.clip(aligned.crop.astype(int) + np.array([40, -20, -20]), 0, 255).astype(np.uint8)
     matched = color_match(tinted, aligned.crop)
-    ref = cv2.cvtColor(aligned.crop, cv2.COLOR_RGB2LAB).reshape(-1, 3).mean(0)
-    before = np.abs(cv2.cvtColor(tinted, cv2.COLOR_RGB2LAB).reshape(-1, 3).mean(0) - ref).sum()
-    after = np.abs(cv2.cvtColor(matched, cv2.COLOR_RGB2LAB).reshape(-1, 3).mean(0) - ref).sum()
+    ref = rgb2lab(aligned.crop).reshape(-1, 3).mean(0)
+    before = np.abs(rgb2lab(tinted).reshape(-1, 3).mean(0) - ref).sum()
+    after = np.abs(rgb2lab(matched).reshape(-1, 3).mean(0) - ref).sum()
     assert after < before * 0.25
 
 

@@ -23,6 +23,7 @@ from PySide6.QtWidgets import QAbstractItemView, QApplication
 
 from engine.errors import ModelError
 from engine.imageio import load_image
+from engine.resample import resize
 from gui.compare_view import CompareMode
 from gui.imaging import to_qimage
 from gui.main_window import MainWindow
@@ -311,11 +312,9 @@ def test_fidelity_preview_of_a_12_megapixel_photo_is_fast(enhancer, astronaut: n
     """
     import time
 
-    import cv2
-
     from engine.imageio import Image
 
-    big = cv2.resize(astronaut, (3000, 3000), interpolation=cv2.INTER_CUBIC)
+    big = resize(astronaut, (3000, 3000), "cubic")
     canvas = np.zeros((3000, 4000, 3), np.uint8)
     canvas[:, 500:3500] = big
     restoration = enhancer.enhance(Image(pixels=canvas))
@@ -336,8 +335,7 @@ def test_fidelity_preview_of_a_12_megapixel_photo_is_fast(enhancer, astronaut: n
     print(f"12 MP fidelity change: on screen in {screen:.1f} ms, full resolution in {full:.1f} ms")
     # The screen-sized result must agree with the full one scaled down (same faces, same blend).
     settings = replace(AppSettings(), fidelity=0.3)
-    full_small = cv2.resize(compose_output(restoration, settings, None, upscale=1).pixels,
-                            display_size(4000, 3000, 0.25), interpolation=cv2.INTER_AREA)
+    full_small = resize(compose_output(restoration, settings, None, upscale=1).pixels, display_size(4000, 3000, 0.25))
     difference = np.abs(compose_output(small, settings, None, upscale=1).pixels.astype(int) - full_small).mean()
     assert difference < 3.0
     assert screen < 250 and full < 2000  # generous bounds for a shared CI machine; figures in docs/GUI.md

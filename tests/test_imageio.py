@@ -8,9 +8,9 @@ import struct
 import zlib
 from pathlib import Path
 
-import cv2
 import numpy as np
 import PIL.Image
+import png
 import pytest
 from PIL import ImageCms
 
@@ -282,13 +282,21 @@ def gradient16(channels: int) -> np.ndarray:
     return values
 
 
+def write_16bit(path: Path, rgb: np.ndarray) -> None:
+    """A 16-bit RGB file written by libraries independent of the engine's own writers."""
+    if path.suffix == ".png":
+        png.from_array(rgb.reshape(rgb.shape[0], -1), "RGB;16").save(path)
+    else:
+        import tifffile
+
+        tifffile.imwrite(path, rgb, photometric="rgb")  # uncompressed, as most scanners write
+
+
 @pytest.mark.parametrize("name", ["rgb16.png", "rgb16.tif"])
 def test_16bit_rgb_kept(tmp_path: Path, name: str) -> None:
     rgb = gradient16(3)
     source = tmp_path / f"source-{name}"
-    ok, encoded = cv2.imencode(source.suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    assert ok
-    source.write_bytes(encoded.tobytes())
+    write_16bit(source, rgb)
     loaded = load_image(source)
     assert loaded.pixels.dtype == np.uint16
     np.testing.assert_array_equal(loaded.pixels, rgb)
@@ -298,6 +306,30 @@ def test_16bit_rgb_kept(tmp_path: Path, name: str) -> None:
     again = load_image(out)
     assert again.pixels.dtype == np.uint16
     np.testing.assert_array_equal(again.pixels, rgb)
+
+
+def test_16bit_rgba_png_is_a_standard_png(tmp_path: Path) -> None:
+    rgba = gradient16(4)
+    out = tmp_path / "rgba16.png"
+    save_image(Image(pixels=rgba[..., :3].copy(), alpha=rgba[..., 3].copy()), out)
+    columns, rows, data, info = png.Reader(filename=str(out)).read()
+    assert (columns, rows, info["bitdepth"], info["planes"], info["alpha"]) == (30, 20, 16, 4, True)
+    np.testing.assert_array_equal(np.vstack([np.asarray(row, np.uint16) for row in data]).reshape(20, 30, 4), rgba)
+
+
+def test_16bit_rgba_tiff_keeps_alpha_and_icc(tmp_path: Path, srgb_icc: bytes) -> None:
+    import tifffile
+
+    rgba = gradient16(4)
+    out = tmp_path / "rgba16.tif"
+    save_image(Image(pixels=rgba[..., :3].copy(), alpha=rgba[..., 3].copy(), icc=srgb_icc), out)
+    with tifffile.TiffFile(out) as tiff:
+        page = tiff.pages.first
+        np.testing.assert_array_equal(page.asarray(), rgba)
+        assert page.tags["InterColorProfile"].value == srgb_icc
+    again = load_image(out)
+    np.testing.assert_array_equal(again.alpha, rgba[..., 3])
+    assert again.icc == srgb_icc
 
 
 def test_16bit_rgba_png_kept_with_metadata(tmp_path: Path, srgb_icc: bytes) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from engine.imageio import Image
 from engine.pipeline import ComposeOptions, Enhancer, EnhanceSettings, compose
+from engine.resample import resize
 from tests.conftest import ASTRONAUT_FACE_BOX, box_iou
 from tests.helpers import far_from_face_mask
 
@@ -104,11 +105,9 @@ def test_photo_without_a_face_comes_back_unchanged(enhancer: Enhancer) -> None:
 
 
 def test_only_largest_and_min_face(store, astronaut: np.ndarray) -> None:  # type: ignore[no-untyped-def]
-    import cv2
-
     canvas = np.full((700, 1100, 3), 128, np.uint8)
     canvas[:512, :512] = astronaut
-    small = cv2.resize(astronaut, (256, 256), interpolation=cv2.INTER_AREA)
+    small = resize(astronaut, (256, 256))
     canvas[300:556, 700:956] = small
     both = Enhancer(EnhanceSettings(), store).enhance(Image(pixels=canvas))
     assert both.face_count == 2
@@ -132,12 +131,10 @@ def test_settings_are_a_frozen_snapshot() -> None:
 
 
 def test_a_small_face_in_a_big_photo_is_found_down_to_an_explicit_min_face(store, astronaut: np.ndarray) -> None:  # type: ignore[no-untyped-def]
-    import cv2
-
     canvas = np.full((2400, 3200, 3), 120, np.uint8)  # 7.7 MP, well above the 1280 px detection size
-    tiny = cv2.resize(astronaut, (128, 128), interpolation=cv2.INTER_AREA)  # face about 24 px
+    tiny = resize(astronaut, (128, 128))  # face about 24 px
     canvas[1500:1628, 2000:2128] = tiny
-    big = cv2.resize(astronaut, (640, 640), interpolation=cv2.INTER_AREA)  # face about 120 px
+    big = resize(astronaut, (640, 640))  # face about 120 px
     canvas[200:840, 200:840] = big
     faces = Enhancer(EnhanceSettings(min_face=16), store).detect(canvas)
     assert len(faces) == 2

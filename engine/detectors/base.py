@@ -6,12 +6,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-import cv2
 import numpy as np
 import onnxruntime as ort
 
 from engine.errors import ImageError, ModelFormatError, ModelNotFoundError
 from engine.faces import Face
+from engine.resample import resize
 
 MakeSession = Callable[[Path], ort.InferenceSession]
 """Builds an onnxruntime session for a model file (``engine.runtime.create_session`` in the app)."""
@@ -99,7 +99,7 @@ def resize_to_side(image: np.ndarray, max_side: int | None) -> tuple[np.ndarray,
         return image, 1.0
     factor = max_side / max(height, width)
     size = (max(1, round(width * factor)), max(1, round(height * factor)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), factor
+    return resize(image, size, "area"), factor
 
 
 def letterbox(image: np.ndarray, width: int, height: int) -> tuple[np.ndarray, float]:
@@ -112,8 +112,7 @@ def letterbox(image: np.ndarray, width: int, height: int) -> tuple[np.ndarray, f
     scale = min(width / src_w, height / src_h)
     new_w = min(width, max(1, round(src_w * scale)))
     new_h = min(height, max(1, round(src_h * scale)))
-    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    resized = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
+    resized = resize(image, (new_w, new_h), "area" if scale < 1 else "linear")
     canvas = np.zeros((height, width, image.shape[2]), dtype=image.dtype)
     canvas[:new_h, :new_w] = resized
     return canvas, scale

@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-import cv2
 import numpy as np
 import onnxruntime as ort
 
@@ -35,6 +34,7 @@ from engine.detectors.base import (
 from engine.errors import ModelFormatError
 from engine.faces import Face
 from engine.models import ModelSpec
+from engine.resample import resize
 
 MOUTH_TO_EYE_RATIO = 29.18 / 35.24  # ArcFace 5-point template: mouth width over eye distance
 NUM_ANCHORS = 896
@@ -110,8 +110,7 @@ class BlazeFaceDetector:
         square = np.zeros((side, side, 3), np.uint8)
         square[:height, :width] = image
         size = self.input_size
-        interpolation = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
-        resized = cv2.resize(square, (size, size), interpolation=interpolation)
+        resized = resize(square, (size, size), "area" if side > size else "linear")
         blob = (resized.astype(np.float32) * (1.0 / 127.5) - 1.0).transpose(2, 0, 1)[None]
         raw, logits = (r.reshape(NUM_ANCHORS, -1) for r in self._session.run(self._outputs, {self._input: blob}))
         # float64: exp(100) overflows float32.

@@ -21,14 +21,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 import onnxruntime as ort
 
 from engine.detectors import build_detector
 from engine.detectors.base import Detector, MakeSession, box_iou, resize_to_side
-from engine.errors import ImageError
 from engine.faces import Face
+from engine.imageio import load_image, to_uint8
 from engine.models import ModelSpec, load_manifests
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -61,12 +60,8 @@ def find_images(root: Path) -> list[Path]:
 
 
 def load_rgb(path: Path) -> np.ndarray:
-    """The image as RGB uint8 (alpha dropped, 16-bit scaled down)."""
-    data = np.fromfile(path, dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if image is None:
-        raise ImageError(f"cannot decode {path}")
-    return np.ascontiguousarray(image[:, :, ::-1])
+    """The image upright as RGB uint8 (alpha dropped, 16-bit scaled down)."""
+    return to_uint8(load_image(path).pixels)
 
 
 def package_dir(package: str) -> Path | None:

@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import onnxruntime as ort
 
@@ -33,6 +32,7 @@ from engine.detectors.base import (
 from engine.errors import ModelFormatError
 from engine.faces import Face
 from engine.models import ModelSpec
+from engine.resample import resize
 
 _PNET_CELL = 12  # P-Net's window, in pixels of a pyramid level
 _PNET_STRIDE = 2
@@ -107,7 +107,7 @@ class MTCNNDetector:
             level_w, level_h = math.ceil(width * scale), math.ceil(height * scale)
             # Each level from the previous one: area resampling of a 0.7x step reads far fewer
             # pixels than going back to the full image every time (about 2 ms a level at 1 MP).
-            level = cv2.resize(level, (level_h, level_w), interpolation=cv2.INTER_AREA)
+            level = resize(level, (level_h, level_w), "area")
             reg, prob = self._run_pnet(level)
             # Outputs are transposed like the input: index [col, row].
             cols, rows = np.nonzero(prob[:, :, 1] >= self.thresholds[0])
@@ -218,7 +218,7 @@ def crop_boxes(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
         else:
             patch = np.zeros((box_h, box_w, 3), np.uint8)
             patch[iy1 - y1 : iy2 - y1, ix1 - x1 : ix2 - x1] = image[iy1:iy2, ix1:ix2]
-        out[k] = cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA)
+        out[k] = resize(patch, (size, size), "area")
     return out
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-import cv2
 import numpy as np
 import onnxruntime as ort
 
@@ -74,7 +73,7 @@ class SCRFDDetector:
         # times the long side on every side brings such a face back into its anchor range.
         margin = round(self.pad * max(image.shape[:2]))
         if margin:
-            image = cv2.copyMakeBorder(image, margin, margin, margin, margin, cv2.BORDER_CONSTANT, value=0)
+            image = np.pad(image, ((margin, margin), (margin, margin), (0, 0)))
         canvas, scale = letterbox(image, size, size)
         blob = ((canvas.astype(np.float32) - 127.5) * (1.0 / 128.0)).transpose(2, 0, 1)[None]
         names = self._scores + self._boxes + self._kps

@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-import cv2
 import numpy as np
 import onnxruntime as ort
 
@@ -38,6 +37,7 @@ from engine.detectors.base import (
 from engine.errors import ModelFormatError
 from engine.faces import Face
 from engine.models import ModelSpec
+from engine.resample import resize, warp_affine
 
 RIGHT_EYE = (33, 133, 159, 145)  # subject's right eye: viewer's left
 LEFT_EYE = (362, 263, 386, 374)
@@ -72,8 +72,7 @@ class FaceMesh:
         # Affine map image -> crop; pixels outside the image are black, as in a padded crop.
         shift = self.size / 2 - centre * scale
         matrix = np.array([[scale, 0, shift[0]], [0, scale, shift[1]]], np.float32)
-        interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-        crop = cv2.warpAffine(image, matrix, (self.size, self.size), flags=interpolation)
+        crop = warp_affine(image, matrix, (self.size, self.size))
         blob = (crop.astype(np.float32) * (1.0 / 255.0)).transpose(2, 0, 1)[None]
         conf, points = self._session.run(self._outputs, {self._input: blob})
         mesh = points.reshape(-1, 3)[:, 0:2] * self.size  # crop pixels
@@ -119,8 +118,7 @@ class UltraFaceDetector:
     def detect(self, image: np.ndarray) -> list[Face]:
         image = check_image(image)
         height, width = image.shape[:2]
-        interpolation = cv2.INTER_AREA if width > self._size[0] else cv2.INTER_LINEAR
-        resized = cv2.resize(image, self._size, interpolation=interpolation)
+        resized = resize(image, self._size, "area" if width > self._size[0] else "linear")
         blob = ((resized.astype(np.float32) - 127.0) * (1.0 / 128.0)).transpose(2, 0, 1)[None]
         scores, boxes = (r.reshape(-1, r.shape[-1]) for r in self._session.run(self._outputs, {self._input: blob}))
         keep = np.nonzero(scores[:, 1] >= self.score_threshold)[0]

@@ -8,12 +8,12 @@ restored crop with the input crop instead.
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import onnxruntime as ort
 
 from engine.errors import ModelFormatError
 from engine.models import ModelSpec
+from engine.resample import resize
 
 _NUMPY_TYPES: dict[str, type[np.generic]] = {
     "tensor(float)": np.float32,
@@ -194,5 +194,5 @@ class OnnxRestorer:
         out = np.rint(img).astype(np.uint8)
         if out.shape[1:3] != (self.size, self.size):
             # A model that upsamples (or an export at another size): bring it back to the crop size.
-            out = np.stack([cv2.resize(o, (self.size, self.size), interpolation=cv2.INTER_AREA) for o in out])
+            out = np.stack([resize(o, (self.size, self.size), "area") for o in out])
         return np.ascontiguousarray(out)

@@ -1,0 +1,167 @@
+"""Resampling pixel arrays: resize and affine warps, through Pillow.
+
+OpenCV did this before, but its wheel (150 MB with its video codecs and its own BLAS) was most of
+the packaged app's size for a handful of calls. Pillow, already needed for metadata, has the same
+filters in C; this module adapts them to numpy arrays of any channel count and dtype, and adds
+what Pillow lacks: a replicated border for warps and bounded memory on very large photos.
+
+Sizes are ``(width, height)`` and matrices are 2x3 source -> destination maps with pixel centres
+at integer coordinates, as in OpenCV, so call sites read the same as before. Results may be
+read-only views of Pillow's output (copying a 48 MP result once more only to make it writable
+would cost 144 MB): copy before writing into one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Literal
+
+import numpy as np
+from PIL import Image
+
+Interpolation = Literal["area", "linear", "cubic", "lanczos"]
+Border = Literal["replicate", "constant"]
+
+_FILTERS = {
+    "area": Image.Resampling.BOX,
+    "linear": Image.Resampling.BILINEAR,
+    "cubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+_WARP_FILTERS = {"linear": Image.Resampling.BILINEAR, "cubic": Image.Resampling.BICUBIC}
+_SUPPORT = {"area": 0.5, "linear": 1.0, "cubic": 2.0, "lanczos": 3.0}  # filter radius, in output pixels
+# Above this many source pixels a resize runs in horizontal strips: Pillow would otherwise copy a
+# whole 48 MP photo into its own 4-byte-per-pixel storage (190 MB) just to make a small copy of it.
+_STRIP_PIXELS = 8_000_000
+_STRIP_OUTPUT_ROWS = 128
+
+
+def resize(pixels: np.ndarray, size: tuple[int, int], interpolation: Interpolation = "area") -> np.ndarray:
+    """``pixels`` (H, W) or (H, W, C) resampled to ``size`` = (width, height), same dtype.
+
+    Downscaling filters are widened by the scale (antialiased), unlike OpenCV's linear/cubic.
+    """
+    width, height = int(size[0]), int(size[1])
+    if width < 1 or height < 1:
+        raise ValueError(f"resize to {width}x{height}: both sides must be at least 1")
+    if pixels.shape[1] == width and pixels.shape[0] == height:
+        return pixels.copy()
+    resample = _FILTERS[interpolation]
+    src_h, src_w = pixels.shape[:2]
+    if src_h * src_w <= _STRIP_PIXELS or height < 2 * _STRIP_OUTPUT_ROWS:
+        return _per_image(pixels, lambda im: im.resize((width, height), resample))
+    # Strip by strip: Pillow's ``box`` resamples part of an image exactly as the whole would, as
+    # long as the strip holds every source row that the filter reaches.
+    step = src_h / height
+    reach = math.ceil(_SUPPORT[interpolation] * max(step, 1.0)) + 2
+    strips = []
+    for top in range(0, height, _STRIP_OUTPUT_ROWS):
+        bottom = min(top + _STRIP_OUTPUT_ROWS, height)
+        first = max(math.floor(top * step) - reach, 0)
+        last = min(math.ceil(bottom * step) + reach, src_h)
+        box = (0.0, top * step - first, float(src_w), bottom * step - first)
+        rows = bottom - top
+
+        def part(im: Image.Image, box: tuple[float, float, float, float] = box, rows: int = rows) -> Image.Image:
+            return im.resize((width, rows), resample, box=box)
+
+        strips.append(_per_image(pixels[first:last], part))
+    return np.concatenate(strips, axis=0)
+
+
+def invert_affine(matrix: np.ndarray) -> np.ndarray:
+    """The inverse of a 2x3 affine matrix (float64)."""
+    full = np.vstack([np.asarray(matrix, np.float64).reshape(2, 3), [0.0, 0.0, 1.0]])
+    return np.linalg.inv(full)[:2]
+
+
+def warp_affine(
+    pixels: np.ndarray,
+    matrix: np.ndarray,
+    size: tuple[int, int],
+    *,
+    interpolation: Literal["linear", "cubic"] = "linear",
+    border: Border = "constant",
+    value: float = 0.0,
+) -> np.ndarray:
+    """``pixels`` mapped through ``matrix`` (source -> destination) into a ``size`` = (width, height) array.
+
+    Destination pixels that fall outside the source take ``value`` (``border="constant"``) or the
+    nearest edge pixel (``"replicate"``). Only the window of the source that the destination covers
+    is read and converted, so warping a face out of a 48 MP photo touches just that face.
+    """
+    width, height = int(size[0]), int(size[1])
+    inverse = invert_affine(matrix)
+    corners = np.array([[-0.5, -0.5], [width - 0.5, -0.5], [-0.5, height - 0.5], [width - 0.5, height - 0.5]])
+    mapped = corners @ inverse[:, :2].T + inverse[:, 2]
+    margin = 3  # the widest kernel (bicubic) reaches two pixels out; one more for rounding
+    x0, y0 = np.floor(mapped.min(axis=0)).astype(int) - margin
+    x1, y1 = np.ceil(mapped.max(axis=0)).astype(int) + margin + 1
+    if border == "constant":
+        # Samples beyond the photo plus the margin all read ``value``: Pillow's fill gives it there,
+        # so the window never grows past the photo however far the footprint reaches.
+        src_h, src_w = pixels.shape[:2]
+        x0, x1 = max(x0, -margin), min(x1, src_w + margin)
+        y0, y1 = max(y0, -margin), min(y1, src_h + margin)
+        if x1 <= x0 or y1 <= y0:
+            return np.full((height, width, *pixels.shape[2:]), value, pixels.dtype)
+    window = _window(pixels, x0, x1, y0, y1, border, value)
+    a, b, c = inverse[0]
+    d, e, f = inverse[1]
+    c -= x0
+    f -= y0
+    # Pillow samples at the centre of each destination pixel and puts source pixel centres at
+    # +0.5; OpenCV's convention (centres at integers) differs by this shift.
+    data = (a, b, c + 0.5 - 0.5 * (a + b), d, e, f + 0.5 - 0.5 * (d + e))
+    resample = _WARP_FILTERS[interpolation]
+
+    def transform(im: Image.Image) -> Image.Image:
+        fill = value if im.mode == "F" else round(value)
+        return im.transform(
+            (width, height), Image.Transform.AFFINE, data, resample=resample,
+            fillcolor=(fill,) * 3 if im.mode == "RGB" else fill,
+        )
+
+    return _per_image(window, transform)
+
+
+def _window(
+    pixels: np.ndarray, x0: int, x1: int, y0: int, y1: int, border: Border, value: float
+) -> np.ndarray:
+    """``pixels[y0:y1, x0:x1]`` where the range may reach outside: edge pixels or ``value`` there."""
+    src_h, src_w = pixels.shape[:2]
+    if x0 >= 0 and y0 >= 0 and x1 <= src_w and y1 <= src_h:
+        return pixels[y0:y1, x0:x1]
+    xs = np.clip(np.arange(x0, x1), 0, src_w - 1)
+    ys = np.clip(np.arange(y0, y1), 0, src_h - 1)
+    window = pixels[ys[:, None], xs[None, :]]
+    if border == "constant":
+        window[(np.arange(y0, y1) < 0) | (np.arange(y0, y1) >= src_h)] = value
+        window[:, (np.arange(x0, x1) < 0) | (np.arange(x0, x1) >= src_w)] = value
+    return window
+
+
+PillowOperation = Callable[[Image.Image], Image.Image]
+
+
+def _per_image(pixels: np.ndarray, operation: PillowOperation) -> np.ndarray:
+    """Apply a Pillow operation to an array: whole for uint8 gray/RGB, else one channel at a time."""
+    if pixels.dtype == np.uint8 and (pixels.ndim == 2 or pixels.shape[2] == 3):
+        return np.asarray(operation(Image.fromarray(np.ascontiguousarray(pixels))))
+    if pixels.ndim == 2:
+        return _one_channel(pixels, operation)
+    return np.dstack([_one_channel(pixels[..., i], operation) for i in range(pixels.shape[2])])
+
+
+def _one_channel(channel: np.ndarray, operation: PillowOperation) -> np.ndarray:
+    if channel.dtype == np.uint8:
+        return np.asarray(operation(Image.fromarray(np.ascontiguousarray(channel))))
+    if channel.dtype == np.uint16:
+        # Pillow's 16-bit mode keeps the integer samples (no float round trip).
+        return np.asarray(operation(Image.fromarray(np.ascontiguousarray(channel)))).astype(np.uint16)
+    result = np.asarray(operation(Image.fromarray(np.ascontiguousarray(channel, dtype=np.float32))))
+    if channel.dtype.kind == "f":
+        return result.astype(channel.dtype)
+    info = np.iinfo(channel.dtype)
+    return np.clip(np.rint(result), info.min, info.max).astype(channel.dtype)

@@ -1,0 +1,98 @@
+"""Resampling (engine.resample): OpenCV's conventions, replicated borders, strips on big photos."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+
+from engine import resample
+from engine.resample import invert_affine, resize, warp_affine
+
+
+def bilinear_reference(pixels: np.ndarray, matrix: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Textbook bilinear sampling with pixel centres at integers and edge replication (float64)."""
+    inverse = invert_affine(matrix)
+    ys, xs = np.mgrid[0 : size[1], 0 : size[0]].astype(np.float64)
+    sx = inverse[0, 0] * xs + inverse[0, 1] * ys + inverse[0, 2]
+    sy = inverse[1, 0] * xs + inverse[1, 1] * ys + inverse[1, 2]
+    height, width = pixels.shape[:2]
+    x0, y0 = np.floor(sx).astype(int), np.floor(sy).astype(int)
+    fx, fy = (sx - x0)[..., None], (sy - y0)[..., None]
+
+    def at(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return pixels[np.clip(y, 0, height - 1), np.clip(x, 0, width - 1)].astype(np.float64)
+
+    top = at(x0, y0) * (1 - fx) + at(x0 + 1, y0) * fx
+    bottom = at(x0, y0 + 1) * (1 - fx) + at(x0 + 1, y0 + 1) * fx
+    return top * (1 - fy) + bottom * fy
+
+
+@pytest.mark.parametrize(
+    "matrix",
+    [
+        [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]],
+        [[0.9, 0.2, -30.5], [-0.2, 0.9, 40.25]],  # rotated, shrunk, reaching outside the photo
+        [[2.5, 0.0, -400.0], [0.0, 2.5, -300.0]],  # enlarged
+    ],
+)
+def test_warp_matches_bilinear_sampling_with_replicated_border(astronaut: np.ndarray, matrix: list) -> None:
+    m = np.array(matrix)
+    warped = warp_affine(astronaut, m, (300, 280), border="replicate")
+    expected = bilinear_reference(astronaut, m, (300, 280))
+    assert warped.shape == (280, 300, 3) and warped.dtype == np.uint8
+    difference = np.abs(warped.astype(np.float64) - expected)
+    assert difference.max() <= 1.5, "within Pillow's fixed-point rounding of the exact value"
+
+
+def test_constant_border_fills_outside_and_blends_at_the_edge() -> None:
+    mask = np.ones((64, 64), np.float32)
+    shift = np.array([[1.0, 0.0, 10.5], [0.0, 1.0, 0.0]])  # half a pixel past column 10
+    warped = warp_affine(mask, shift, (100, 64), value=0.0)
+    assert warped.dtype == np.float32
+    assert np.all(warped[:, :10] == 0.0) and np.all(warped[:, 12:74] == pytest.approx(1.0))
+    assert 0.0 < warped[5, 10] < 1.0 and np.all(warped[:, 76:] == 0.0)
+    far = warp_affine(mask, np.array([[1.0, 0, 5000.0], [0, 1.0, 0]]), (20, 20), value=0.25)
+    assert np.all(far == 0.25)
+
+
+def test_warp_reads_only_the_footprint() -> None:
+    # A 48 MP photo is never copied whole: a small warp of a read-only view must not need it.
+    photo = np.zeros((6000, 8000, 3), np.uint8)
+    photo[3000:3100, 4000:4100] = 200
+    photo.flags.writeable = False
+    crop = warp_affine(photo, np.array([[1.0, 0, -3950.0], [0, 1.0, -2950.0]]), (200, 200), border="replicate")
+    assert crop[50:150, 50:150].min() == 200 and crop[:40].max() == 0
+
+
+def test_area_resize_averages(astronaut: np.ndarray) -> None:
+    half = resize(astronaut, (256, 256), "area")
+    blocks = astronaut.reshape(256, 2, 256, 2, 3).mean(axis=(1, 3))
+    assert np.abs(half.astype(float) - blocks).max() <= 1.0
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32])
+def test_resize_keeps_the_dtype_and_range(astronaut: np.ndarray, dtype: type) -> None:
+    scale = 257 if dtype == np.uint16 else 1 / 255
+    deep = (astronaut.astype(np.float64) * scale).astype(dtype)
+    small = resize(deep, (128, 100), "area")
+    assert small.dtype == dtype and small.shape == (100, 128, 3)
+    eight = resize(astronaut, (128, 100), "area").astype(np.float64) * scale
+    assert np.abs(small.astype(np.float64) - eight).max() <= 1.01 * scale
+
+
+@pytest.mark.parametrize("interpolation", ["area", "linear", "cubic", "lanczos"])
+def test_big_photos_resize_in_strips_exactly_as_whole(
+    astronaut: np.ndarray, interpolation: resample.Interpolation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    photo = np.tile(astronaut, (3, 2, 1))[:1500, :1001]
+    whole = np.asarray(PILImage.fromarray(photo).resize((313, 470), resample._FILTERS[interpolation]))
+    monkeypatch.setattr(resample, "_STRIP_PIXELS", 100_000)
+    monkeypatch.setattr(resample, "_STRIP_OUTPUT_ROWS", 64)
+    strips = resize(photo, (313, 470), interpolation)
+    assert np.abs(strips.astype(int) - whole).max() <= 1
+
+
+def test_resize_rejects_an_empty_size(astronaut: np.ndarray) -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        resize(astronaut, (0, 10))
