@@ -125,8 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     enhance.add_argument("--batch-size", type=_positive, default=None, help="faces per inference call")
     enhance.add_argument("--workers", type=_positive, default=None, help="parallel photo loaders/savers")
     enhance.add_argument("--min-face", type=_non_negative, default=None, metavar="PX",
-                         help="ignore faces smaller than this (default: 16, or 1%% of the long side of "
-                              "photos over 1600 px)")
+                         help="ignore faces smaller than this (default: 2.5%% of the long side, 16 to "
+                              "40 px, or 1%% of it over 4000 px; 16 finds small faces, slower)")
     enhance.add_argument("--only-largest", action="store_true", help="restore only the largest face")
     enhance.add_argument("--aligned", action="store_true",
                          help="inputs are aligned face crops: skip detection, restore the whole crop")

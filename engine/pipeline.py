@@ -54,7 +54,7 @@ class EnhanceSettings:
     aligned: bool = False
     upscale: int = 1
     color_correction: bool = True
-    detect_max_side: int = 1280  # detection runs on a copy no larger than this; boxes are mapped back
+    detect_max_side: int = 640  # detection copy: this long side, or larger where min_face needs it
     threads: int | None = None
 
     def __post_init__(self) -> None:
@@ -167,13 +167,16 @@ DETECT_SIDE_CEILING = 4096
 def effective_min_face(min_face: int | None, width: int, height: int) -> float:
     """The smallest face to find and restore in a photo of this size.
 
-    ``None`` (the default) is 16 px, or 1 % of the long side on photos over 1600 px: a face that
-    small in a big photo holds too little to restore, and finding it would mean detecting at full
-    resolution (seconds per 12 MP photo). An explicit value is always honoured.
+    ``None`` (the default) is the largest of 16 px, 2.5 % of the long side up to 1600 px (40 px),
+    and 1 % of the long side: detection then runs on a copy of at least 640 px, as CodeFormer and
+    FaceFusion detect, which finds every face of the real test photos that full resolution finds
+    (docs/BENCHMARKS.md) in a fraction of the time; a face smaller than that holds too little to
+    restore. An explicit value is always honoured.
     """
     if min_face is not None:
         return float(min_face)
-    return max(float(DETECTOR_MIN_FACE), max(width, height) / 100.0)
+    longest = max(width, height)
+    return max(float(DETECTOR_MIN_FACE), 0.025 * min(longest, 1600), 0.01 * longest)
 
 
 def detection_scale(width: int, height: int, max_side: int, min_face: float) -> float:

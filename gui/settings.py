@@ -39,7 +39,7 @@ class AppSettings:
     provider: str = "auto"
     fidelity: float = 0.5  # 0 = strongest restoration, 1 = closest to the input
     only_largest: bool = False
-    min_face: int = 0  # 0 = auto: 16 px, or 1 % of the long side of big photos
+    min_face: int = 0  # 0 = auto: engine.pipeline.effective_min_face
     color_correction: bool = True
     upscale: int = 1
     output_dir: str = ""  # "" = default_output_dir()

@@ -110,10 +110,10 @@ class SettingsPanel(QScrollArea):
         self.min_face = QSpinBox()
         self.min_face.setRange(0, 4096)
         self.min_face.setSuffix(" px")
-        self.min_face.setSpecialValueText("Auto")  # 0: 16 px, or 1 % of the long side of big photos
+        self.min_face.setSpecialValueText("Auto")  # 0: 16 px, 2.5 % of the long side (to 40 px), or 1 %
         self.min_face.setToolTip(
-            "Faces smaller than this (the longer side of the box) are left alone. Auto: 16 px, or 1 % of "
-            "the photo's long side on photos over 1600 px"
+            "Faces smaller than this (the longer side of the box) are left alone. Auto: 2.5 % of the "
+            "photo's long side (16 to 40 px), or 1 % of it on photos over 4000 px"
         )
         self.color_correction = QCheckBox("Colour correction")
         self.color_correction.setToolTip("Match the restored face's colours to the original")

@@ -140,7 +140,7 @@ def test_a_small_face_in_a_big_photo_is_found_down_to_an_explicit_min_face(store
     assert len(faces) == 2
     centres = sorted(((f.box[0] + f.box[2]) / 2, (f.box[1] + f.box[3]) / 2) for f in faces)
     assert 2030 < centres[1][0] < 2090 and 1510 < centres[1][1] < 1570
-    # By default (auto: 1 % of the long side, 32 px here) the 24 px face is left alone.
+    # By default (auto: 40 px on a photo this size) the 24 px face is left alone.
     auto = Enhancer(EnhanceSettings(), store).enhance(Image(pixels=canvas))
     assert auto.face_count == 1 and auto.faces[0].face.box[0] < 840
 
@@ -152,7 +152,10 @@ def test_detection_scale_honours_min_face_and_the_ceiling() -> None:
     assert detection_scale(4000, 3000, 1280, 16) == 1.0  # 16 px faces must stay visible
     assert detection_scale(4000, 3000, 1280, 64) == 0.32  # bigger min face: detection on 1280 px
     assert detection_scale(8000, 6000, 1280, 16) == 4096 / 8000  # memory ceiling on 48 MP
-    assert effective_min_face(None, 1000, 800) == 16 and effective_min_face(None, 4000, 3000) == 40
+    assert effective_min_face(None, 600, 400) == 16  # small photos: full resolution, 16 px faces
+    assert effective_min_face(None, 1000, 800) == 25 and detection_scale(1000, 800, 640, 25) == 0.64
+    assert effective_min_face(None, 1600, 1200) == 40 and effective_min_face(None, 4000, 3000) == 40
+    assert effective_min_face(None, 8000, 6000) == 80
     assert effective_min_face(16, 4000, 3000) == 16 and effective_min_face(0, 4000, 3000) == 0
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+import PIL.Image
 
 from engine.detectors.base import (
     MakeSession,
@@ -206,6 +207,7 @@ def crop_boxes(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
     """(N, size, size, 3) uint8 crops of integer boxes, zero outside the image (area resampling)."""
     height, width = image.shape[:2]
     out = np.zeros((len(boxes), size, size, 3), np.uint8)
+    photo = None  # converted for Pillow once: hundreds of candidates share it
     for k, (x1, y1, x2, y2) in enumerate(boxes.astype(np.int64)):
         box_w, box_h = x2 - x1, y2 - y1
         if box_w < 1 or box_h < 1:
@@ -214,11 +216,13 @@ def crop_boxes(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
         if ix2 <= ix1 or iy2 <= iy1:
             continue
         if ix1 == x1 and iy1 == y1 and ix2 == x2 and iy2 == y2:
-            patch = image[y1:y2, x1:x2]
+            if photo is None:
+                photo = PIL.Image.fromarray(np.ascontiguousarray(image))
+            out[k] = np.asarray(photo.resize((size, size), PIL.Image.Resampling.BOX, box=(x1, y1, x2, y2)))
         else:
             patch = np.zeros((box_h, box_w, 3), np.uint8)
             patch[iy1 - y1 : iy2 - y1, ix1 - x1 : ix2 - x1] = image[iy1:iy2, ix1:ix2]
-        out[k] = resize(patch, (size, size), "area")
+            out[k] = resize(patch, (size, size), "area")
     return out
 
 
