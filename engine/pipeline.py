@@ -154,7 +154,7 @@ def load_detector(
         raise ModelNotFoundError(f"{spec.name} is a {spec.family}, not a face detector")
     paths = store.require(spec)
     return build_detector(
-        spec, paths, lambda path: create_session(path, provider, threads, memory_arena=False)
+        spec, paths, lambda path: create_session(path, provider, threads)
     )
 
 
