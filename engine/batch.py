@@ -440,7 +440,8 @@ def run_batch(
         stream = loaded()
         while True:
             try:
-                for index, restoration in enhancer.enhance_many(stream, cancel, on_error=fail):
+                # reuse_source: the output is pasted into the loaded frame, which nothing else needs.
+                for index, restoration in enhancer.enhance_many(stream, cancel, on_error=fail, reuse_source=True):
                     handed.discard(index)
                     cancel.raise_if_cancelled()
                     # Back-pressure: never hold more finished photos in memory than savers can take.

@@ -320,10 +320,10 @@ def test_a_failing_inference_batch_costs_its_photos_not_the_run(tmp_path: Path, 
             object.__setattr__(image, "_restora_test_fail", True)
         return image
 
-    def compose_fails_for_p1(self: Enhancer, image: Any, *args: Any) -> Any:
+    def compose_fails_for_p1(self: Enhancer, image: Any, *args: Any, **kwargs: Any) -> Any:
         if getattr(image, "_restora_test_fail", False):
             raise RuntimeError("simulated failure inside a shared inference batch")
-        return real(self, image, *args)
+        return real(self, image, *args, **kwargs)
 
     monkeypatch.setattr(batch, "load_image", load_and_mark)
     monkeypatch.setattr(Enhancer, "compose_result", compose_fails_for_p1)

@@ -6,13 +6,14 @@ import io
 import os
 import struct
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import PIL.Image
 import png
 import pytest
-from PIL import ImageCms
+from PIL import ImageCms, ImageOps
 
 from engine import imageio
 from engine.errors import ImageError, ImageTooLargeError, OutputError
@@ -643,3 +644,33 @@ def test_resize_image(photo: np.ndarray) -> None:
     assert resize_image(image, 1.0) is image
     with pytest.raises(ValueError):
         resize_image(image, 0.0)
+
+
+# --------------------------------------------------------------------------- big JPEGs
+
+
+@pytest.mark.parametrize("gray", [False, True])
+def test_big_jpegs_go_through_libjpeg_turbo_with_the_same_pixels_and_metadata(
+    tmp_path: Path, astronaut: np.ndarray, srgb_icc: bytes, monkeypatch: pytest.MonkeyPatch, gray: bool
+) -> None:
+    source = tmp_path / "big.jpg"
+    picture = PIL.Image.fromarray(astronaut).convert("L") if gray else PIL.Image.fromarray(astronaut)
+    picture.save(source, quality=92, exif=camera_exif(6))
+    with PIL.Image.open(source) as im:
+        pillow_pixels = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    monkeypatch.setattr(imageio, "_BIG_JPEG_PIXELS", 100_000)  # the astronaut (262,144 px) is "big"
+    loaded = load_image(source)
+    assert loaded.pixels.flags.writeable, "decoded straight into a numpy array of its own"
+    np.testing.assert_array_equal(loaded.pixels, pillow_pixels)  # same decoder settings as Pillow
+    assert loaded.mode == ("L" if gray else "RGB") and loaded.width == 512
+
+    out = tmp_path / "out.jpg"
+    big_icc = srgb_icc * 40  # over one APP2 segment: the profile is split into chunks
+    save_image(replace(loaded, icc=None if gray else big_icc), out, quality=95)
+    with PIL.Image.open(out) as written:
+        assert written.mode == ("L" if gray else "RGB")
+        assert written.getexif()[MAKE] == "Restora Camera Co" and written.getexif()[0x0112] == 1
+        if not gray:
+            assert written.info["icc_profile"] == big_icc
+        again = np.asarray(written.convert("RGB")).astype(int)
+    assert np.abs(again - loaded.pixels).mean() < 1.5, "quality 95, 4:4:4"

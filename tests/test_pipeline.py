@@ -171,3 +171,14 @@ def test_a_re_encoded_astronaut_still_has_one_face(enhancer: Enhancer, astronaut
         PILImage.fromarray(pixels).save(buffer, "JPEG", quality=92)
         pixels = np.asarray(PILImage.open(buffer).convert("RGB"))
     assert len(enhancer.detect(pixels)) == 1
+
+
+def test_reuse_source_pastes_into_the_loaded_frame_with_the_same_result(enhancer: Enhancer, astronaut: np.ndarray) -> None:
+    restoration = enhancer.enhance(Image(pixels=astronaut.copy()))
+    options = ComposeOptions(enhancer.fidelity, 1, True)
+    expected = compose(restoration.source, restoration.faces, options).pixels
+    assert np.array_equal(restoration.source.pixels, astronaut), "by default the source is left as it was"
+    own = Image(pixels=astronaut.copy())
+    reused = compose(own, restoration.faces, options, reuse_source=True)
+    assert reused.pixels is own.pixels, "no second full frame"
+    np.testing.assert_array_equal(reused.pixels, expected)
