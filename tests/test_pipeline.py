@@ -173,7 +173,7 @@ def test_a_re_encoded_astronaut_still_has_one_face(enhancer: Enhancer, astronaut
     assert len(enhancer.detect(pixels)) == 1
 
 
-def test_reuse_source_pastes_into_the_loaded_frame_with_the_same_result(enhancer: Enhancer, astronaut: np.ndarray) -> None:
+def test_reuse_source_pastes_into_the_loaded_frame(enhancer: Enhancer, astronaut: np.ndarray) -> None:
     restoration = enhancer.enhance(Image(pixels=astronaut.copy()))
     options = ComposeOptions(enhancer.fidelity, 1, True)
     expected = compose(restoration.source, restoration.faces, options).pixels
