@@ -31,7 +31,7 @@ from engine.imageio import (
     output_format_for,
     save_image,
 )
-from engine.pipeline import CancelToken, Enhancer, engine_info
+from engine.pipeline import CancelToken, Enhancer, PreparedPhoto, engine_info
 
 OUTPUT_FORMATS = ("keep", "png", "jpg", "webp", "tiff")
 REPORT_VERSION = 1
@@ -400,8 +400,13 @@ def run_batch(
     savers = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="restora-save")
     saving: deque[Future[None]] = deque()
     try:
-        def loaded() -> Iterator[tuple[int, Image]]:
-            window: deque[tuple[int, Future[Image]]] = deque()
+        def load_and_prepare(path: Path) -> PreparedPhoto:
+            # Detection and alignment run here, in the loader threads, so they overlap the
+            # restorer's work on earlier photos instead of waiting for it.
+            return enhancer.prepare(load_image(path, max_pixels=options.max_pixels))
+
+        def loaded() -> Iterator[tuple[int, PreparedPhoto]]:
+            window: deque[tuple[int, Future[PreparedPhoto]]] = deque()
             pending = iter(todo)
             prefetch = workers * 2
 
@@ -409,8 +414,7 @@ def run_batch(
                 index = next(pending, None)
                 if index is not None:
                     begun[index] = time.perf_counter()
-                    window.append((index, loaders.submit(load_image, items[index].path,
-                                                         max_pixels=options.max_pixels)))
+                    window.append((index, loaders.submit(load_and_prepare, items[index].path)))
 
             for _ in range(prefetch):
                 submit_next()

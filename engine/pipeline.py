@@ -102,6 +102,16 @@ class FaceRestoration:
 
 
 @dataclass(frozen=True, eq=False)
+class PreparedPhoto:
+    """A photo with its faces found, chosen and aligned: everything before the restorer runs."""
+
+    image: Image
+    faces: tuple[Face, ...]  # the chosen faces
+    detected: int  # faces the detector found before selection
+    aligned: tuple[facelib.AlignedFace, ...]
+
+
+@dataclass(frozen=True, eq=False)
 class Restoration:
     """A processed photo: its source, the faces restored, and the composed output image."""
 
@@ -276,6 +286,12 @@ class Enhancer:
             outputs.append(self.restorer.restore(crops[start : start + self.batch_size], native))
         return np.concatenate(outputs, axis=0)
 
+    def prepare(self, image: Image) -> PreparedPhoto:
+        """Detect, select and align one photo's faces. Safe to call from several threads at once,
+        so a batch can prepare the next photos while the restorer works on this one's faces."""
+        chosen, detected, aligned = self._prepare(image)
+        return PreparedPhoto(image, tuple(chosen), detected, tuple(aligned))
+
     def _prepare(self, image: Image) -> tuple[list[Face], int, list[facelib.AlignedFace]]:
         size = self.restorer.size
         if self.settings.aligned:
@@ -296,30 +312,31 @@ class Enhancer:
         return next(iter(self.enhance_many([(0, image)], cancel)))[1]
 
     def enhance_many(
-        self, images: Iterable[tuple[K, Image]], cancel: CancelToken | None = None,
+        self, images: Iterable[tuple[K, Image | PreparedPhoto]], cancel: CancelToken | None = None,
         on_error: Callable[[K, Exception], None] | None = None, *, reuse_source: bool = False,
     ) -> Iterator[tuple[K, Restoration]]:
         """Restore a stream of photos, batching faces across photos into shared inference calls.
 
+        Items may come already prepared (``prepare``, e.g. in loader threads).
         Results come out in input order. A photo whose preparation fails is passed to ``on_error``
         (or re-raised when there is none) and the stream goes on. With ``reuse_source`` each
         output may be pasted into its source's pixels (see ``compose``): the caller must not use
         ``Restoration.source``'s pixels afterwards.
         """
-        pending: list[tuple[K, Image, list[Face], int, list[facelib.AlignedFace]]] = []
+        pending: list[tuple[K, PreparedPhoto]] = []
         queued_faces = 0
-        for key, image in images:
+        for key, item in images:
             if cancel is not None:
                 cancel.raise_if_cancelled()
             try:
-                chosen, detected, aligned = self._prepare(image)
+                prepared = item if isinstance(item, PreparedPhoto) else self.prepare(item)
             except Exception as error:
                 if on_error is None:
                     raise
                 on_error(key, error)
                 continue
-            pending.append((key, image, chosen, detected, aligned))
-            queued_faces += len(aligned)
+            pending.append((key, prepared))
+            queued_faces += len(prepared.aligned)
             if queued_faces >= self.batch_size:
                 yield from self._flush(pending, cancel, reuse_source)
                 pending, queued_faces = [], 0
@@ -327,10 +344,9 @@ class Enhancer:
             yield from self._flush(pending, cancel, reuse_source)
 
     def _flush(
-        self, pending: list[tuple[K, Image, list[Face], int, list[facelib.AlignedFace]]],
-        cancel: CancelToken | None, reuse_source: bool = False,
+        self, pending: list[tuple[K, PreparedPhoto]], cancel: CancelToken | None, reuse_source: bool = False,
     ) -> Iterator[tuple[K, Restoration]]:
-        crops = [a.crop for _, _, _, _, aligned in pending for a in aligned]
+        crops = [a.crop for _, prepared in pending for a in prepared.aligned]
         size = self.restorer.size
         batch = np.stack(crops) if crops else np.zeros((0, size, size, 3), np.uint8)
         restored = self.restore_crops(batch, cancel)
@@ -339,13 +355,13 @@ class Enhancer:
         pending.reverse()
         while pending:
             # Popped, not iterated: a photo handed on is no longer held here (48 MP frames add up).
-            key, image, chosen, detected, aligned = pending.pop()
+            key, prepared = pending.pop()
             records = []
-            for face, item in zip(chosen, aligned, strict=True):
+            for face, item in zip(prepared.faces, prepared.aligned, strict=True):
                 records.append(FaceRestoration(face, item.matrix, item.crop, restored[index], native))
                 index += 1
-            result = self.compose_result(image, tuple(records), detected, reuse_source=reuse_source)
-            del image
+            result = self.compose_result(prepared.image, tuple(records), prepared.detected, reuse_source=reuse_source)
+            del prepared
             yield key, result
 
     def compose_result(
