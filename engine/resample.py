@@ -47,8 +47,12 @@ def resize(pixels: np.ndarray, size: tuple[int, int], interpolation: Interpolati
         raise ValueError(f"resize to {width}x{height}: both sides must be at least 1")
     if pixels.shape[1] == width and pixels.shape[0] == height:
         return pixels.copy()
-    resample = _FILTERS[interpolation]
     src_h, src_w = pixels.shape[:2]
+    if interpolation == "area" and (width > src_w or height > src_h):
+        # Enlarging, an area average is a blocky nearest-neighbour; OpenCV's INTER_AREA turns
+        # bilinear there too, and MTCNN's R/O-Net were trained on such crops of small faces.
+        interpolation = "linear"
+    resample = _FILTERS[interpolation]
     if src_h * src_w <= _STRIP_PIXELS or height < 2 * _STRIP_OUTPUT_ROWS:
         return _per_image(pixels, lambda im: im.resize((width, height), resample))
     # Strip by strip: Pillow's ``box`` resamples part of an image exactly as the whole would, as

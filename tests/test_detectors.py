@@ -221,6 +221,17 @@ def test_mtcnn_finds_a_24px_face_with_min_face_16(astronaut_rgb: np.ndarray) -> 
     assert all(iou(f.box, expected) < 0.4 for f in large_min)
 
 
+def test_mtcnn_is_sure_of_a_large_gray_face_from_the_real_photos(shared_data: Path) -> None:
+    """A 324 px face that once scored 0.80 at O-Net (missed) when the pyramid used a box filter."""
+    from engine.imageio import load_image, to_uint8
+
+    photo = shared_data / "real" / "sczhou_CodeFormer" / "gray_faces_132_Robert_Downey_Jr_00.png"
+    if not photo.is_file():
+        pytest.skip(f"{photo} is absent")
+    faces = detector("mtcnn").detect(to_uint8(load_image(photo).pixels))
+    assert len(faces) == 1 and faces[0].size > 300 and faces[0].score >= 0.95, [f.to_dict() for f in faces]
+
+
 def test_mtcnn_max_side_gives_the_same_face_in_full_coordinates(astronaut_rgb: np.ndarray) -> None:
     big = resize(astronaut_rgb, (1024, 1024), "linear")
     faces = detector("mtcnn", max_side=512, min_face=24).detect(big)
