@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import traceback
@@ -216,6 +217,9 @@ def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> E
     except KeyboardInterrupt:
         print("\ninterrupted", file=env.stderr)
         return ExitStatus.INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`restora detect --json | head`): nothing left to tell anyone.
+        return ExitStatus.ERROR
     except (UsageError, ValueError, InputError, OutputError, ModelError) as error:
         if args.verbose:
             traceback.print_exc(file=env.stderr)
@@ -236,7 +240,13 @@ def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> E
 
 def run() -> None:
     """Console-script entry point."""
-    sys.exit(int(main()))
+    status = int(main())
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python would report the closed pipe again while flushing at exit (its docs' recipe).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(status)
 
 
 # -- enhance -----------------------------------------------------------------------------------

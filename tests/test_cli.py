@@ -169,6 +169,16 @@ def test_detect_prints_json_faces(photo: Path) -> None:
     assert 150 < x1 < 215 and 240 < x2 < 300 and 30 < y1 < 100 and 150 < y2 < 210
 
 
+def test_a_closed_pipe_ends_quietly(photo: Path) -> None:
+    class ClosedPipe(io.StringIO):  # `restora detect --json | head -1`: the reader has gone
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    err = io.StringIO()
+    status = main(["detect", str(photo), "--json"], Environment(stdout=ClosedPipe(), stderr=err))
+    assert status == ExitStatus.ERROR and err.getvalue() == ""
+
+
 def test_models_list_shows_the_shipped_models_installed() -> None:
     status, out, _ = run_cli("models", "list")
     assert status == ExitStatus.OK
