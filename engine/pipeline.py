@@ -289,23 +289,19 @@ class Enhancer:
     def prepare(self, image: Image) -> PreparedPhoto:
         """Detect, select and align one photo's faces. Safe to call from several threads at once,
         so a batch can prepare the next photos while the restorer works on this one's faces."""
-        chosen, detected, aligned = self._prepare(image)
-        return PreparedPhoto(image, tuple(chosen), detected, tuple(aligned))
-
-    def _prepare(self, image: Image) -> tuple[list[Face], int, list[facelib.AlignedFace]]:
         size = self.restorer.size
         if self.settings.aligned:
             pixels = to_uint8(image.pixels)
             crop = resize(pixels, (size, size), "area" if pixels.shape[0] > size else "cubic")
             matrix = np.array([[size / image.width, 0, 0], [0, size / image.height, 0]], np.float32)
             whole = Face((0.0, 0.0, float(image.width), float(image.height)), np.zeros((5, 2), np.float32), 1.0)
-            return [whole], 1, [facelib.AlignedFace(crop=crop, matrix=matrix)]
+            return PreparedPhoto(image, (whole,), 1, (facelib.AlignedFace(crop=crop, matrix=matrix),))
         pixels = to_uint8(image.pixels)  # once: a 16-bit photo is converted for detection and alignment alike
         found = self.detect(pixels)
         chosen = self.select(found, image.width, image.height)
         template = self.restorer_spec.template or "ffhq"
-        aligned = [facelib.align_face(pixels, face, size, template) for face in chosen]
-        return chosen, len(found), aligned
+        aligned = tuple(facelib.align_face(pixels, face, size, template) for face in chosen)
+        return PreparedPhoto(image, tuple(chosen), len(found), aligned)
 
     def enhance(self, image: Image, cancel: CancelToken | None = None) -> Restoration:
         """Restore every selected face of one photo."""
