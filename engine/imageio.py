@@ -234,8 +234,8 @@ def _decode(handle: IO[bytes], source: Path, max_pixels: int) -> Image:
     if upright is not None:
         pixels = upright(pixels)
         alpha = None if alpha is None else upright(alpha)
-    # C-ordered for the resamplers and onnxruntime. Not copied to make them writable: the engine never
-    # writes into a source photo (compose works on its own copy), and a 48 MP frame copied once more is 144 MB.
+    # C-ordered for the resamplers and onnxruntime. Not copied to make them writable: a 48 MP frame
+    # copied once more is 144 MB, and compose copies a read-only source before pasting into it.
     pixels = np.require(pixels, requirements=("C",))
     alpha = None if alpha is None else np.require(alpha, requirements=("C",))
     return Image(

@@ -41,6 +41,9 @@ def resize(pixels: np.ndarray, size: tuple[int, int], interpolation: Interpolati
     """``pixels`` (H, W) or (H, W, C) resampled to ``size`` = (width, height), same dtype.
 
     Downscaling filters are widened by the scale (antialiased), unlike OpenCV's linear/cubic.
+    "area" is Pillow's box filter: exact block means at whole-number ratios; at other ratios it
+    gives whole source pixels equal weight rather than weighing their coverage as OpenCV's
+    INTER_AREA does, so where that matters (MTCNN's 0.7x pyramid) "linear" is the closer match.
     """
     width, height = int(size[0]), int(size[1])
     if width < 1 or height < 1:
