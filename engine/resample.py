@@ -52,8 +52,8 @@ def resize(pixels: np.ndarray, size: tuple[int, int], interpolation: Interpolati
         return pixels.copy()
     src_h, src_w = pixels.shape[:2]
     if interpolation == "area" and (width > src_w or height > src_h):
-        # Enlarging, an area average is a blocky nearest-neighbour; OpenCV's INTER_AREA turns
-        # bilinear there too, and MTCNN's R/O-Net were trained on such crops of small faces.
+        # Enlarging, a box filter is a blocky nearest-neighbour; OpenCV's INTER_AREA, which the
+        # call sites were written for, interpolates bilinearly there, and so does this.
         interpolation = "linear"
     resample = _FILTERS[interpolation]
     if src_h * src_w <= _STRIP_PIXELS or height < 2 * _STRIP_OUTPUT_ROWS:
