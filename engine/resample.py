@@ -52,9 +52,7 @@ def resize(pixels: np.ndarray, size: tuple[int, int], interpolation: Interpolati
         return pixels.copy()
     src_h, src_w = pixels.shape[:2]
     if interpolation == "area" and (width > src_w or height > src_h):
-        # Enlarging, a box filter is a blocky nearest-neighbour; OpenCV's INTER_AREA, which the
-        # call sites were written for, interpolates bilinearly there, and so does this.
-        interpolation = "linear"
+        interpolation = "linear"  # see pillow_filter
     resample = _FILTERS[interpolation]
     if src_h * src_w <= _STRIP_PIXELS or height < 2 * _STRIP_OUTPUT_ROWS:
         return _per_image(pixels, lambda im: im.resize((width, height), resample))
@@ -75,6 +73,19 @@ def resize(pixels: np.ndarray, size: tuple[int, int], interpolation: Interpolati
 
         strips.append(_per_image(pixels[first:last], part))
     return np.concatenate(strips, axis=0)
+
+
+def pillow_filter(
+    interpolation: Interpolation, source: tuple[float, float], target: tuple[int, int]
+) -> Image.Resampling:
+    """The Pillow filter ``resize`` uses to bring a ``source`` (w, h) region to ``target`` (w, h).
+
+    Enlarging, a box filter is a blocky nearest-neighbour; OpenCV's INTER_AREA, which the call
+    sites were written for, interpolates bilinearly there, and so does "area" here.
+    """
+    if interpolation == "area" and (target[0] > source[0] or target[1] > source[1]):
+        return _FILTERS["linear"]
+    return _FILTERS[interpolation]
 
 
 def invert_affine(matrix: np.ndarray) -> np.ndarray:

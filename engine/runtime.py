@@ -85,7 +85,7 @@ def session_options(threads: int | None = None, memory_arena: bool = True) -> or
     """Options shared by every session: sequential, fully optimised, quiet, no spinning.
 
     The memory arena keeps its largest allocation for the life of the session; that is bounded for
-    every model here (restorers have fixed inputs, MTCNN's P-Net runs in 1 MP strips, R/O-Net in
+    every model here (restorers have fixed inputs, MTCNN's P-Net runs in 128k-pixel strips, R/O-Net in
     fixed batches), and without it MTCNN's changing shapes ran 1.7x slower (P-Net 145 vs 84 ms on
     a 640 x 480 level). ``memory_arena=False`` remains for callers that feed unbounded shapes.
     Idle intra-op threads sleep instead of spinning: the batch engine's loader and saver threads

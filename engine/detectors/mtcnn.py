@@ -33,7 +33,7 @@ from engine.detectors.base import (
 from engine.errors import ModelFormatError
 from engine.faces import Face
 from engine.models import ModelSpec
-from engine.resample import resize
+from engine.resample import pillow_filter, resize
 
 _PNET_CELL = 12  # P-Net's window, in pixels of a pyramid level
 _PNET_STRIDE = 2
@@ -221,7 +221,8 @@ def crop_boxes(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
         if ix1 == x1 and iy1 == y1 and ix2 == x2 and iy2 == y2:
             if photo is None:
                 photo = PIL.Image.fromarray(np.ascontiguousarray(image))
-            out[k] = np.asarray(photo.resize((size, size), PIL.Image.Resampling.BOX, box=(x1, y1, x2, y2)))
+            resample = pillow_filter("area", (box_w, box_h), (size, size))  # as resize() below
+            out[k] = np.asarray(photo.resize((size, size), resample, box=(x1, y1, x2, y2)))
         else:
             patch = np.zeros((box_h, box_w, 3), np.uint8)
             patch[iy1 - y1 : iy2 - y1, ix1 - x1 : ix2 - x1] = image[iy1:iy2, ix1:ix2]
