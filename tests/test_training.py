@@ -357,3 +357,36 @@ def test_pruning_nothing_reproduces_the_net_and_saves_a_loadable_checkpoint(tmp_
         expected = model(x)
         assert torch.equal(pruned(x), expected)
         assert torch.equal(reloaded(x), expected)
+
+
+def test_jpeg_blockiness_sees_heavy_jpeg_blocks() -> None:
+    from training.data import jpeg_blockiness
+
+    face = (astronaut_face(200) * 255).astype(np.uint8)
+    gray = cv2.cvtColor(face, cv2.COLOR_RGB2GRAY)
+    ok, buf = cv2.imencode(".jpg", gray, [cv2.IMWRITE_JPEG_QUALITY, 15])
+    assert ok
+    blocky = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
+    assert jpeg_blockiness(gray) < 1.15  # a clean face has no step at block edges
+    assert jpeg_blockiness(blocky) > jpeg_blockiness(gray) + 0.2
+
+
+@needs_torch
+def test_face_scale_ground_truth_only_for_heavy_degradations() -> None:
+    import torch
+
+    from training.data import PatchSampler
+    from training.train import make_batch
+
+    # A 200 px face (UTKFace's size): enlarged to 512 px face scale for the x3+ degradations.
+    sampler = PatchSampler(face_files=[], hq_images=[astronaut_face(200)], patch=64, hq_fraction=1.0)
+    x, y = make_batch(sampler, np.random.default_rng(3), 6, 0.0, "tiers", face_scale_from=3.0)
+    assert x.shape == y.shape == (6, 3, 64, 64)
+    assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0
+    _, native = make_batch(sampler, np.random.default_rng(3), 6, 0.0, "tiers")
+    edges = lambda t: float((t[..., 1:] - t[..., :-1]).abs().mean())  # noqa: E731
+    assert edges(y) < edges(native)  # enlarged targets are smoother per pixel
+    # Off by default: the same seed without the option gives the batches it always gave.
+    a, _ = make_batch(sampler, np.random.default_rng(3), 2, 0.0, "tiers")
+    b, _ = make_batch(sampler, np.random.default_rng(3), 2, 0.0, "tiers", face_scale_from=0.0)
+    assert torch.equal(a, b)

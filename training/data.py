@@ -1,7 +1,8 @@
 """Training and validation faces from ../shared/data (never copied into the repository).
 
 - train/utkface: 200 px aligned faces. Used at their native scale or below (random crops, optional
-  downscale), never upscaled: an upscaled face as ground truth teaches the net to produce blur.
+  downscale): an upscaled face as ground truth teaches the net to produce blur. The one exception,
+  opt-in (``sample_face_scale``): heavy degradations, whose input is blurrier than the enlarged face.
   The manifest's ``laplacian_var`` picks the sharper ones; ``near_gray`` faces are skipped.
 - train_hq: 256-512 px aligned faces, downscaled at random before cropping.
 - eval: 512 px aligned faces for validation and evaluation (the 256 px ones are left out, for the
@@ -35,11 +36,52 @@ def read_manifest(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def sharp_face_files(data_dir: Path, keep_fraction: float = 0.6) -> list[Path]:
-    """UTKFace files, sharpest ``keep_fraction`` by Laplacian variance, grayish ones skipped."""
+def jpeg_blockiness(gray: np.ndarray) -> float:
+    """Mean absolute step across the 8 x 8 JPEG block edges / that inside blocks (1: no visible
+    blocks; UTKFace's median is 1.28). The manifest's Laplacian variance rises with block edges and
+    noise as much as with detail, so it alone picks many blocky faces as "sharp"."""
+    g = gray.astype(np.float32)
+    steps = []
+    for d in (np.abs(np.diff(g, axis=1)).mean(axis=0), np.abs(np.diff(g, axis=0)).mean(axis=1)):
+        inside = np.delete(d, np.s_[7::8]).mean()
+        steps.append(float(d[7::8].mean() / max(float(inside), 1e-3)))
+    return float(np.mean(steps))
+
+
+def blockiness_table(data_dir: Path, cache: Path) -> dict[str, float]:
+    """{manifest file: jpeg_blockiness} for UTKFace, computed once (about a minute) and cached in
+    ``cache`` (a CSV under runs/, never in git: it is derived from the training data)."""
+    if cache.exists():
+        with cache.open(newline="") as f:
+            return {r["file"]: float(r["blockiness"]) for r in csv.DictReader(f)}
+    table = {}
+    for r in read_manifest(data_dir / "train" / "manifest.csv"):
+        gray = cv2.imread(str(data_dir / "train" / r["file"]), cv2.IMREAD_GRAYSCALE)
+        table[r["file"]] = jpeg_blockiness(gray) if gray is not None else float("inf")
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "blockiness"])
+        w.writerows(table.items())
+    tmp.replace(cache)
+    return table
+
+
+def sharp_face_files(
+    data_dir: Path,
+    keep_fraction: float = 0.6,
+    max_blockiness: float = 0.0,
+    blockiness_cache: Path | None = None,
+) -> list[Path]:
+    """UTKFace files, sharpest ``keep_fraction`` by Laplacian variance, grayish ones skipped; with
+    ``max_blockiness`` > 0, of those only the ones whose JPEG blocks are at most that visible."""
     rows = [r for r in read_manifest(data_dir / "train" / "manifest.csv") if r["near_gray"] != "1"]
     rows.sort(key=lambda r: float(r["laplacian_var"]), reverse=True)
     rows = rows[: max(1, int(len(rows) * keep_fraction))]
+    if max_blockiness > 0:
+        table = blockiness_table(data_dir, blockiness_cache or data_dir / "blockiness.csv")
+        rows = [r for r in rows if table.get(r["file"], float("inf")) <= max_blockiness]
     return sorted(data_dir / "train" / r["file"] for r in rows)
 
 
@@ -81,9 +123,11 @@ class PatchSampler:
         shrink_probability: float = 0.3,
         min_shrink: float = 0.7,
         max_shrink: float = 1.0,
+        max_blockiness: float = 0.0,
+        blockiness_cache: Path | None = None,
     ) -> PatchSampler:
         return PatchSampler(
-            face_files=sharp_face_files(data_dir, keep_fraction),
+            face_files=sharp_face_files(data_dir, keep_fraction, max_blockiness, blockiness_cache),
             hq_images=[load_rgb(p) for p in hq_face_files(data_dir)],
             patch=patch,
             hq_fraction=hq_fraction,
@@ -91,6 +135,24 @@ class PatchSampler:
             min_shrink=min_shrink,
             max_shrink=max_shrink,
         )
+
+    def sample_face_scale(self, rng: np.random.Generator, upscale: tuple[float, float]) -> np.ndarray:
+        """A patch at the scale of a 512 px aligned face: an HQ face at its own size (512 px ones) or
+        a UTKFace face enlarged by a factor drawn from ``upscale`` (200 px x 2.56 = 512).
+
+        Only for heavy degradations (a x3 or stronger downscale of the 512 face): their input holds
+        less detail than the 200 px face, so the enlarged face is still a sharper target than the
+        input, and the net sees faces, noise grain and JPEG blocks at the sizes it meets at 512."""
+        if self.hq_images and (not self.face_files or rng.random() < self.hq_fraction):
+            img = self.hq_images[int(rng.integers(len(self.hq_images)))]
+            f = 512 / img.shape[0]
+            if f > 1.0:  # the 256 px HQ faces are enlarged like UTKFace ones
+                img = cv2.resize(img, None, fx=f, fy=f, interpolation=cv2.INTER_CUBIC)
+        else:
+            img = load_rgb(self.face_files[int(rng.integers(len(self.face_files)))])
+            f = float(rng.uniform(*upscale))
+            img = cv2.resize(img, None, fx=f, fy=f, interpolation=cv2.INTER_CUBIC)
+        return np.clip(random_crop(img, self.patch, rng), 0.0, 1.0)
 
     def sample(self, rng: np.random.Generator) -> np.ndarray:
         if self.hq_images and (not self.face_files or rng.random() < self.hq_fraction):

@@ -170,22 +170,30 @@ def apply_degradation(img: np.ndarray, d: Degradation, rng: np.random.Generator)
     return out8.astype(np.float32) / 255.0
 
 
+def draw_degradation(rng: np.random.Generator, light_fraction: float = 0.0, degradations: str = "broad") -> Degradation:
+    """One training degradation: "broad" (GFPGAN-style ranges) or "tiers" (around the evaluation tiers),
+    with a ``light_fraction`` share of mild ones."""
+    if degradations == "tiers":
+        light = light_fraction > 0 and rng.random() < light_fraction
+        return sample_light_degradation(rng) if light else sample_tier_degradation(rng)
+    return sample_degradation(rng, light_fraction)
+
+
 def make_pair(
     clean: np.ndarray,
     rng: np.random.Generator,
     jitter: bool = True,
     light_fraction: float = 0.0,
     degradations: str = "broad",
+    degradation: Degradation | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """A training pair (degraded input, target) from a clean float32 RGB patch.
 
-    ``degradations``: "broad" (GFPGAN-style ranges) or "tiers" (around the evaluation tiers)."""
+    ``degradations``: "broad" (GFPGAN-style ranges) or "tiers" (around the evaluation tiers);
+    ``degradation``: use this one instead of drawing one (drawn by the caller, e.g. to choose the
+    ground truth's scale from it)."""
     target = color_jitter(clean, rng) if jitter and rng.random() < 0.5 else clean.astype(np.float32)
-    if degradations == "tiers":
-        light = light_fraction > 0 and rng.random() < light_fraction
-        d = sample_light_degradation(rng) if light else sample_tier_degradation(rng)
-    else:
-        d = sample_degradation(rng, light_fraction)
+    d = degradation if degradation is not None else draw_degradation(rng, light_fraction, degradations)
     degraded = apply_degradation(target, d, rng)
     if d.grayscale:
         target = to_gray(target)

@@ -22,7 +22,7 @@ import torch
 
 from .checkpoint import latest_checkpoint, load_checkpoint, load_ema, save_checkpoint
 from .data import DEFAULT_DATA_DIR, PatchSampler, eval_face_files, load_rgb
-from .degrade import TIERS, apply_degradation, make_pair, seed_for
+from .degrade import TIERS, apply_degradation, draw_degradation, make_pair, seed_for
 from .gan import PatchDiscriminator, discriminator_loss, generator_losses
 from .losses import restoration_loss
 from .model import NetConfig, RestoraLite, count_macs, count_params
@@ -57,11 +57,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--upsample", default="bilinear", choices=["bilinear", "nearest"])
     p.add_argument("--scale", type=int, default=1, help="512 px inputs are pooled by this before the U-Net")
     p.add_argument("--keep-fraction", type=float, default=0.6, help="sharpest fraction of UTKFace kept")
+    p.add_argument(
+        "--max-blockiness",
+        type=float,
+        default=0.0,
+        help="keep only UTKFace faces whose JPEG blocks are at most this visible (data.jpeg_blockiness; 0: all)",
+    )
     p.add_argument("--hq-fraction", type=float, default=0.15, help="share of patches from train_hq")
     p.add_argument("--shrink-probability", type=float, default=0.3, help="how often UTKFace is downscaled")
     p.add_argument("--min-shrink", type=float, default=0.7, help="smallest UTKFace downscale factor")
     p.add_argument("--max-shrink", type=float, default=1.0, help="largest UTKFace downscale factor")
     p.add_argument("--degradations", default="broad", choices=["broad", "tiers"], help="training degradation ranges")
+    p.add_argument(
+        "--face-scale-from",
+        type=float,
+        default=0.0,
+        help="degradations downscaling by at least this get ground truth at 512 px face scale (0: never)",
+    )
+    p.add_argument("--face-scale-min", type=float, default=2.2, help="smallest UTKFace enlargement for it")
+    p.add_argument("--face-scale-max", type=float, default=2.8, help="largest UTKFace enlargement for it")
     p.add_argument("--ckpt-minutes", type=float, default=5.0)
     p.add_argument("--keep-ckpts", type=int, default=3)
     p.add_argument("--log-every", type=int, default=20)
@@ -86,10 +100,22 @@ def make_batch(
     batch: int,
     light_fraction: float = 0.0,
     degradations: str = "broad",
+    face_scale_from: float = 0.0,
+    face_scale: tuple[float, float] = (2.2, 2.8),
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``face_scale_from`` > 0: degradations that downscale by at least this much get a ground truth
+    at the scale of a 512 px face (``PatchSampler.sample_face_scale``, UTKFace enlarged by a factor
+    in ``face_scale``); all others, and every one when it is 0, a patch at native scale or below."""
     inputs, targets = [], []
     for _ in range(batch):
-        degraded, target = make_pair(sampler.sample(rng), rng, light_fraction=light_fraction, degradations=degradations)
+        if face_scale_from > 0:
+            d = draw_degradation(rng, light_fraction, degradations)
+            heavy = d.downscale >= face_scale_from
+            clean = sampler.sample_face_scale(rng, face_scale) if heavy else sampler.sample(rng)
+            degraded, target = make_pair(clean, rng, degradation=d)
+        else:
+            clean = sampler.sample(rng)
+            degraded, target = make_pair(clean, rng, light_fraction=light_fraction, degradations=degradations)
         inputs.append(degraded.transpose(2, 0, 1))
         targets.append(target.transpose(2, 0, 1))
     return torch.from_numpy(np.stack(inputs)), torch.from_numpy(np.stack(targets))
@@ -182,6 +208,8 @@ def train(args: argparse.Namespace, sampler: PatchSampler | None = None) -> Path
             args.shrink_probability,
             args.min_shrink,
             args.max_shrink,
+            args.max_blockiness,
+            args.runs_dir / "utkface-blockiness.csv",
         )
     val_pairs = validation_set(args.data_dir, args.val_faces) if args.val_faces > 0 else []
     log = (run_dir / "log.jsonl").open("a")
@@ -253,7 +281,15 @@ def train(args: argparse.Namespace, sampler: PatchSampler | None = None) -> Path
             g["lr"] = lr
         # Seeded by step: a resumed run sees the same batches it would have seen.
         rng = np.random.default_rng([args.seed, step])
-        x, y = make_batch(sampler, rng, args.batch, args.light_fraction, args.degradations)
+        x, y = make_batch(
+            sampler,
+            rng,
+            args.batch,
+            args.light_fraction,
+            args.degradations,
+            args.face_scale_from,
+            (args.face_scale_min, args.face_scale_max),
+        )
         out = model.native(x)
         loss, parts = restoration_loss(out, y, args.ssim_weight, args.fft_weight, args.detail_weight)
         if disc is not None and d_optimizer is not None:
