@@ -1,8 +1,8 @@
 """Training and validation faces from ../shared/data (never copied into the repository).
 
 - train/utkface: 200 px aligned faces. Used at their native scale or below (random crops, optional
-  downscale): an upscaled face as ground truth teaches the net to produce blur. The one exception,
-  opt-in (``sample_face_scale``): heavy degradations, whose input is blurrier than the enlarged face.
+  downscale): an upscaled face as ground truth teaches the net to produce blur. ``sample_face_scale``
+  enlarges them for heavy degradations only, opt-in; measured, it too taught blur (docs/TRAINING.md).
   The manifest's ``laplacian_var`` picks the sharper ones; ``near_gray`` faces are skipped.
 - train_hq: 256-512 px aligned faces, downscaled at random before cropping.
 - eval: 512 px aligned faces for validation and evaluation (the 256 px ones are left out, for the
@@ -21,6 +21,8 @@ import numpy as np
 cv2.setNumThreads(1)
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
+# Derived from the training data, so it lives under runs/ (not in git), never in the data folder.
+DEFAULT_BLOCKINESS_CACHE = Path(__file__).resolve().parents[1] / "runs" / "utkface-blockiness.csv"
 
 
 def load_rgb(path: Path) -> np.ndarray:
@@ -80,7 +82,7 @@ def sharp_face_files(
     rows.sort(key=lambda r: float(r["laplacian_var"]), reverse=True)
     rows = rows[: max(1, int(len(rows) * keep_fraction))]
     if max_blockiness > 0:
-        table = blockiness_table(data_dir, blockiness_cache or data_dir / "blockiness.csv")
+        table = blockiness_table(data_dir, blockiness_cache or DEFAULT_BLOCKINESS_CACHE)
         rows = [r for r in rows if table.get(r["file"], float("inf")) <= max_blockiness]
     return sorted(data_dir / "train" / r["file"] for r in rows)
 
@@ -140,9 +142,10 @@ class PatchSampler:
         """A patch at the scale of a 512 px aligned face: an HQ face at its own size (512 px ones) or
         a UTKFace face enlarged by a factor drawn from ``upscale`` (200 px x 2.56 = 512).
 
-        Only for heavy degradations (a x3 or stronger downscale of the 512 face): their input holds
-        less detail than the 200 px face, so the enlarged face is still a sharper target than the
-        input, and the net sees faces, noise grain and JPEG blocks at the sizes it meets at 512."""
+        Meant for heavy degradations (a x3 or stronger downscale of the 512 face), whose input holds
+        less detail than the 200 px face, so that the net sees faces, noise grain and JPEG blocks at
+        the sizes it meets at 512. Measured from v4 it cost 0.11 dB on medium in 800 steps: the net
+        learns the enlarged face's softness anyway (docs/TRAINING.md), so it is off by default."""
         if self.hq_images and (not self.face_files or rng.random() < self.hq_fraction):
             img = self.hq_images[int(rng.integers(len(self.hq_images)))]
             f = 512 / img.shape[0]

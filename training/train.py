@@ -209,7 +209,7 @@ def train(args: argparse.Namespace, sampler: PatchSampler | None = None) -> Path
             args.min_shrink,
             args.max_shrink,
             args.max_blockiness,
-            args.runs_dir / "utkface-blockiness.csv",
+            args.runs_dir / "utkface-blockiness.csv",  # derived from the data: kept beside the runs
         )
     val_pairs = validation_set(args.data_dir, args.val_faces) if args.val_faces > 0 else []
     log = (run_dir / "log.jsonl").open("a")
