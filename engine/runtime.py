@@ -108,32 +108,38 @@ def _first_line(error: BaseException) -> str:
 
 
 def create_session(
-    path: Path | str, provider: str = "auto", threads: int | None = None, *, memory_arena: bool = True
+    path: Path | str | bytes, provider: str = "auto", threads: int | None = None, *, memory_arena: bool = True
 ) -> ort.InferenceSession:
-    """Open an ONNX file with the chosen provider (falling back to CPU).
+    """Open an ONNX file (or a serialized graph, e.g. one rewritten after loading) with the chosen
+    provider, falling back to CPU.
 
     Raises ModelNotFoundError when the file is missing, ModelFormatError when onnxruntime
     cannot load it (not ONNX, truncated, unsupported operator), ProviderError for a bad choice.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ModelNotFoundError(f"model file not found: {path}")
+    if isinstance(path, bytes):
+        model: str | bytes = path
+        label = "the model graph"
+    else:
+        path = Path(path)
+        if not path.is_file():
+            raise ModelNotFoundError(f"model file not found: {path}")
+        model, label = str(path), path.name
     providers, _note = resolve_providers(provider)
     options = session_options(threads, memory_arena)
     try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        return ort.InferenceSession(model, sess_options=options, providers=providers)
     except Exception as first_error:  # onnxruntime raises its own pybind exception types
         if providers != [CPU]:
             # An accelerator can be compiled in yet unusable (missing driver/DLLs): retry on CPU.
             try:
                 cpu_options = session_options(threads, memory_arena)
-                return ort.InferenceSession(str(path), sess_options=cpu_options, providers=[CPU])
+                return ort.InferenceSession(model, sess_options=cpu_options, providers=[CPU])
             except Exception as cpu_error:
                 raise ModelFormatError(
-                    f"{path.name} cannot be loaded by onnxruntime: {_first_line(cpu_error)}"
+                    f"{label} cannot be loaded by onnxruntime: {_first_line(cpu_error)}"
                 ) from cpu_error
         raise ModelFormatError(
-            f"{path.name} cannot be loaded by onnxruntime: {_first_line(first_error)}"
+            f"{label} cannot be loaded by onnxruntime: {_first_line(first_error)}"
         ) from first_error
 
 
@@ -154,11 +160,11 @@ def session_info(session: ort.InferenceSession, requested: str = "auto") -> Sess
 
 def make_session_factory(
     provider: str = "auto", threads: int | None = None
-) -> Callable[[Path], ort.InferenceSession]:
+) -> Callable[[Path | bytes], ort.InferenceSession]:
     """A ``path -> session`` callable with fixed provider and threads (for detectors)."""
     resolve_providers(provider)  # fail early on a bad choice
 
-    def make_session(path: Path) -> ort.InferenceSession:
+    def make_session(path: Path | bytes) -> ort.InferenceSession:
         return create_session(path, provider, threads)
 
     return make_session

@@ -61,12 +61,13 @@ def model_paths(spec: ModelSpec) -> dict[str, Path]:
     return paths
 
 
-def make_session(path: Path) -> ort.InferenceSession:
+def make_session(path: Path | bytes) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1  # the test machine's cores are shared
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # UltraFace's opset-9 graphs warn about every initializer
-    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    model = path if isinstance(path, bytes) else str(path)
+    return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
 
 
 _DETECTORS: dict[str, Detector] = {}
@@ -239,6 +240,36 @@ def test_mtcnn_max_side_gives_the_same_face_in_full_coordinates(astronaut_rgb: n
     expected = tuple(2 * v for v in REFERENCE_BOXES["mtcnn"])
     assert iou(faces[0].box, expected) >= 0.6
     check_landmarks(faces[0])
+
+
+def test_mtcnn_without_prelu_finds_the_same_faces(astronaut_rgb: np.ndarray) -> None:
+    """The shipped nets run with PRelu rewritten as elementwise ops: same faces, same scores."""
+    import onnx
+
+    from engine.bench import make_photo
+    from engine.detectors.mtcnn import MTCNNDetector, prelu_as_elementwise
+
+    paths = model_paths(SPECS["mtcnn"])
+    rewritten = {role: prelu_as_elementwise(path.read_bytes()) for role, path in paths.items()}
+    for graph in rewritten.values():
+        ops = {node.op_type for node in onnx.load_from_string(graph).graph.node}
+        assert "PRelu" not in ops and {"Min", "Mul", "Add"} <= ops
+    original = MTCNNDetector(*(make_session(paths[r]) for r in ("pnet", "rnet", "onet")), min_face=20)
+    fast = MTCNNDetector(*(make_session(rewritten[r]) for r in ("pnet", "rnet", "onet")), min_face=20)
+    group = make_photo(0.5, 5)  # five astronaut faces of several sizes
+    for image, faces in ((astronaut_rgb, 1), (group, 5)):
+        expected, got = original.detect(image), fast.detect(image)
+        assert len(got) == len(expected) >= faces
+        for a, b in zip(expected, got, strict=True):
+            assert np.allclose(a.box, b.box, atol=0.05) and abs(a.score - b.score) < 1e-4
+            assert np.allclose(a.landmarks, b.landmarks, atol=0.05)
+
+
+def test_mtcnn_rewrite_rejects_bytes_that_are_not_onnx() -> None:
+    from engine.detectors.mtcnn import prelu_as_elementwise
+
+    with pytest.raises(ModelFormatError, match=r"pnet\.onnx\) is not an ONNX graph"):
+        prelu_as_elementwise(b"\x00not a protobuf\xff" * 8, "mtcnn pnet (pnet.onnx)")
 
 
 def test_detector_is_thread_safe(astronaut_rgb: np.ndarray) -> None:

@@ -127,6 +127,28 @@ def test_pooled_network_keeps_the_shape() -> None:
     assert y.shape == x.shape and not torch.equal(y, x)
 
 
+@needs_torch
+def test_grown_network_starts_as_its_parent_on_a_real_face() -> None:
+    import torch
+
+    from training.model import RestoraLite, grow_blocks
+
+    torch.manual_seed(0)
+    parent = RestoraLite().eval()
+    torch.nn.init.normal_(parent.tail.weight, std=0.05)  # a parent that changes its input
+    face = astronaut_patches(1, 128)[0]
+    x = torch.from_numpy(face).permute(2, 0, 1)[None].float()
+    grown = grow_blocks(parent, 2).eval()
+    assert grown.config.blocks == parent.config.blocks + 2 and len(grown.body) == len(parent.body) + 2
+    with torch.no_grad():
+        expected = parent(x)
+        assert not torch.equal(expected, x)
+        assert torch.allclose(grown(x), expected, atol=1e-6)
+        # The new blocks are real, trainable blocks: once their weights move, the output does.
+        torch.nn.init.normal_(grown.body[-1].conv2.weight, std=0.05)
+        assert not torch.allclose(grown(x), expected, atol=1e-4)
+
+
 # --- training smoke test and checkpoints ---
 
 

@@ -10,7 +10,7 @@ residual that is added to its input, so an untrained net is the identity.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import nn
@@ -108,6 +108,29 @@ class RestoraLite(nn.Module):
         if self.config.upsample == "nearest":
             return F.interpolate(x, scale_factor=2.0, mode="nearest")
         return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+
+
+def grow_blocks(parent: RestoraLite, extra: int) -> RestoraLite:
+    """``parent`` with ``extra`` residual blocks appended at 1/8 resolution, computing the same function.
+
+    The new blocks' second conv starts at zero, so each is the identity until it learns: training a
+    deeper net from a trained one starts at the parent's quality instead of from scratch, which is
+    what makes a capacity experiment affordable on a CPU.
+    """
+    if extra < 0:
+        raise ValueError(f"extra blocks must be >= 0, got {extra}")
+    config = replace(parent.config, blocks=parent.config.blocks + extra)
+    grown = RestoraLite(config)
+    missing, unexpected = grown.load_state_dict(parent.state_dict(), strict=False)
+    if unexpected:
+        raise ValueError(f"parent has weights the grown net lacks: {unexpected}")
+    for block in list(grown.body)[parent.config.blocks :]:
+        assert isinstance(block, ResBlock)
+        nn.init.zeros_(block.conv2.weight)
+        if block.conv2.bias is not None:
+            nn.init.zeros_(block.conv2.bias)
+    assert all(k.startswith("body.") for k in missing), missing
+    return grown
 
 
 def count_params(model: nn.Module) -> int:

@@ -25,7 +25,7 @@ from .data import DEFAULT_DATA_DIR, PatchSampler, eval_face_files, load_rgb
 from .degrade import TIERS, apply_degradation, draw_degradation, make_pair, seed_for
 from .gan import PatchDiscriminator, discriminator_loss, generator_losses
 from .losses import restoration_loss
-from .model import NetConfig, RestoraLite, count_macs, count_params
+from .model import NetConfig, RestoraLite, count_macs, count_params, grow_blocks
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,6 +54,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--d-lr", type=float, default=2e-4, help="discriminator learning rate")
     p.add_argument("--widths", default="16,32,64,96")
     p.add_argument("--blocks", type=int, default=3)
+    p.add_argument(
+        "--add-blocks",
+        type=int,
+        default=0,
+        help="with --resume --weights-only: grow the parent (its EMA weights when stored) by this many "
+        "1/8-resolution residual blocks that start as the identity",
+    )
     p.add_argument("--upsample", default="bilinear", choices=["bilinear", "nearest"])
     p.add_argument("--scale", type=int, default=1, help="512 px inputs are pooled by this before the U-Net")
     p.add_argument("--keep-fraction", type=float, default=0.6, help="sharpest fraction of UTKFace kept")
@@ -84,7 +91,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ema", type=float, default=0.0, help="EMA decay of the weights (0: off); export uses it")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.add_blocks and not (args.resume and args.weights_only):
+        p.error("--add-blocks grows a trained net: it needs --resume and --weights-only")
+    return args
 
 
 def lr_at(progress: float, step: int, args: argparse.Namespace) -> float:
@@ -175,9 +185,19 @@ def train(args: argparse.Namespace, sampler: PatchSampler | None = None) -> Path
     if resume_path is not None:
         net = NetConfig.from_dict(json.loads(resume_path.with_suffix(".json").read_text())["net"])
     model = RestoraLite(net)
+    if resume_path is not None and args.add_blocks:
+        grown_from = load_checkpoint(resume_path, model)
+        parent_ema = load_ema(resume_path)
+        if parent_ema is not None:  # the EMA weights are the ones that were scored and shipped
+            model.load_state_dict(parent_ema)
+        model = grow_blocks(model, args.add_blocks)
+        net = model.config
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     if resume_path is not None:
-        meta = load_checkpoint(resume_path, model, None if args.weights_only else optimizer)
+        if args.add_blocks:
+            meta = grown_from
+        else:
+            meta = load_checkpoint(resume_path, model, None if args.weights_only else optimizer)
         base_steps = int(meta.get("base_steps", 0))
         if args.weights_only:
             base_steps += int(meta["step"])

@@ -13,8 +13,9 @@ from engine.errors import ImageError, ModelFormatError, ModelNotFoundError
 from engine.faces import Face
 from engine.resample import resize
 
-MakeSession = Callable[[Path], ort.InferenceSession]
-"""Builds an onnxruntime session for a model file (``engine.runtime.create_session`` in the app)."""
+MakeSession = Callable[[Path | bytes], ort.InferenceSession]
+"""Builds an onnxruntime session for a model file, or for a serialized graph derived from one
+(``engine.runtime.create_session`` in the app)."""
 
 
 @runtime_checkable

@@ -191,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from engine.runtime import create_session
 
-    def make_session(path: Path) -> ort.InferenceSession:
+    def make_session(path: Path | bytes) -> ort.InferenceSession:
         return create_session(path, provider="cpu", threads=args.threads)
 
     specs = [s for s in load_manifests([args.manifest]) if args.only is None or s.name in args.only]
