@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 
-from .resample import invert_affine, warp_affine
+from .resample import invert_affine, warp_affine, warp_affine_premultiplied
 
 
 @dataclass(frozen=True, eq=False)
@@ -174,6 +175,26 @@ def paste_area(
 _PASTE_BAND_ROWS = 256
 
 
+def mask_to_alpha(mask: np.ndarray) -> np.ndarray:
+    """A [0, 1] float mask as 8-bit alpha."""
+    return np.rint(np.clip(mask, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+@functools.lru_cache(maxsize=8)
+def _feather_alpha(size: int) -> np.ndarray:
+    alpha = mask_to_alpha(feather_mask(size))
+    alpha.flags.writeable = False  # shared between calls and threads
+    return alpha
+
+
+@functools.lru_cache(maxsize=8)
+def _feather_samples(size: int) -> np.ndarray:
+    """The feather mask at the pixels ``color_match`` takes its statistics from, flattened."""
+    samples = np.ascontiguousarray(feather_mask(size)[::2, ::2]).reshape(-1)
+    samples.flags.writeable = False
+    return samples
+
+
 def paste_back(
     image: np.ndarray,
     crop: np.ndarray,
@@ -196,10 +217,14 @@ def paste_back(
     if area is None or strength <= 0.0:
         return result
     x1, y1, x2, y2 = area
-    mask = feather_mask(size) if mask is None else np.asarray(mask, np.float32)
+    # The mask rides along as the crop's alpha: one premultiplied warp instead of two (8-bit
+    # steps of a smooth feather are invisible).
+    rgba = np.empty((size, size, 4), np.uint8)
+    rgba[..., :3] = crop
+    rgba[..., 3] = _feather_alpha(size) if mask is None else mask_to_alpha(np.asarray(mask, np.float32))
     inverse = invert_affine(matrix)
     opacity = np.float32(min(strength, 1.0))
-    to_image_range = np.float32(257.0) if image.dtype == np.uint16 else None  # uint8 255 -> uint16 65535
+    colour_scale = opacity * (np.float32(257.0) if image.dtype == np.uint16 else np.float32(1.0))
     limit = 65535.0 if image.dtype == np.uint16 else 255.0
     # Row bands keep the float scratch small: a face of 2000 px in a 48 MP photo has a paste box
     # of about 3000 x 3000, whose float copies would otherwise cost hundreds of MB.
@@ -208,21 +233,20 @@ def paste_back(
         shifted = inverse.copy()
         shifted[0, 2] -= x1  # write straight into this band of the paste box
         shifted[1, 2] -= top
-        band = (x2 - x1, bottom - top)
-        weight = warp_affine(mask, shifted, band, value=0.0)  # shifted: crop -> band
-        if not weight.any():
+        warped = warp_affine_premultiplied(rgba, shifted, (x2 - x1, bottom - top))  # shifted: crop -> band
+        if not warped[..., 3].any():
             continue
-        weight = weight[..., None] * opacity
-        pasted = warp_affine(crop, shifted, band, border="replicate").astype(np.float32)
-        if to_image_range is not None:
-            pasted *= to_image_range
+        keep = warped[..., 3:].astype(np.float32)
+        keep *= np.float32(-opacity / 255.0)
+        keep += np.float32(1.0)  # 1 - opacity * alpha: how much of the photo stays
         region = result[top:bottom, x1:x2]
-        original = region.astype(np.float32)
-        pasted -= original  # original + (pasted - original) * weight, in place
-        pasted *= weight
-        pasted += original
-        np.clip(np.rint(pasted, out=pasted), 0, limit, out=pasted)
-        region[...] = pasted.astype(image.dtype)
+        blended = region.astype(np.float32)
+        blended *= keep
+        pasted = warped[..., :3].astype(np.float32)  # colour already multiplied by alpha
+        pasted *= colour_scale
+        blended += pasted
+        np.clip(np.rint(blended, out=blended), 0, limit, out=blended)
+        region[...] = blended.astype(image.dtype)
     return result
 
 
@@ -232,26 +256,39 @@ def color_match(restored: np.ndarray, reference: np.ndarray, mask: np.ndarray | 
     Restorers trained on other data shift skin tones; matching statistics inside the face mask
     brings the colour back to the photo's without touching the restored detail much. Luma's std
     is left alone so that restored contrast (sharpness) is kept. The channels are JPEG's YCbCr:
-    a 3x3 matrix away from RGB, so the match costs about 20 ms per 512 px face here where CIE Lab's
-    cube roots cost 110-160 ms, and for a mean/std transfer on skin the two behave alike.
+    a 3x3 matrix away from RGB, where CIE Lab's cube roots cost 110-160 ms per 512 px face, and for
+    a mean/std transfer on skin the two behave alike. A per-channel gain and offset in YCbCr is one
+    affine map in RGB, so the pixels go through a single 3x3 matrix plus offset; the statistics
+    come from every second pixel of every second row (65k samples of a 512 px face, plenty for a
+    mean and a std). Both cut the match from about 15 to 4 ms per face here.
     """
-    weights = (mask if mask is not None else feather_mask(restored.shape[0])).reshape(-1).astype(np.float32)
+    if mask is None:
+        weights = _feather_samples(restored.shape[0])
+    else:
+        weights = np.ascontiguousarray(np.asarray(mask, np.float32)[::2, ::2]).reshape(-1)
     total = float(weights.sum()) or 1.0
-    source = _planes(restored, _RGB_TO_YCC)
-    target = _planes(reference, _RGB_TO_YCC)
+    source = _planes(np.ascontiguousarray(restored[::2, ::2]), _RGB_TO_YCC)
+    target = _planes(np.ascontiguousarray(reference[::2, ::2]), _RGB_TO_YCC)
+    gains, offsets = np.ones(3), np.zeros(3)
     for channel, (src, ref) in enumerate(zip(source, target, strict=True)):
         src_mean = float(np.dot(src, weights)) / total
         ref_mean = float(np.dot(ref, weights)) / total
-        gain = 1.0
         if channel:
             src_std = float(np.sqrt(np.dot((src - src_mean) ** 2, weights) / total))
             ref_std = float(np.sqrt(np.dot((ref - ref_mean) ** 2, weights) / total))
-            gain = ref_std / src_std if src_std > 1e-6 else 1.0
-        src -= src_mean
-        src *= np.float32(gain)
-        src += np.float32(ref_mean)
-    rgb = np.stack(_combine(source, _YCC_TO_RGB), axis=-1)
-    return np.clip(np.rint(rgb, out=rgb), 0, 255).astype(np.uint8).reshape(restored.shape)
+            gains[channel] = ref_std / src_std if src_std > 1e-6 else 1.0
+        offsets[channel] = ref_mean - gains[channel] * src_mean
+    # ycc' = g * ycc + o, ycc = M rgb  =>  rgb' = M^-1 diag(g) M rgb + M^-1 o
+    linear = _YCC_TO_RGB.astype(np.float64) @ np.diag(gains) @ _RGB_TO_YCC.astype(np.float64)
+    shift = _YCC_TO_RGB.astype(np.float64) @ offsets
+    flat = restored.reshape(-1, 3)
+    planes = [flat[:, i].astype(np.float32) for i in range(3)]
+    out = np.empty_like(flat)
+    for channel, plane in enumerate(_combine(planes, linear)):
+        plane += np.float32(shift[channel])
+        np.clip(np.rint(plane, out=plane), 0, 255, out=plane)
+        out[:, channel] = plane
+    return out.reshape(restored.shape)
 
 
 def _planes(rgb: np.ndarray, matrix: np.ndarray) -> list[np.ndarray]:

@@ -99,6 +99,24 @@ def test_color_match_moves_colour_towards_the_reference(astronaut: np.ndarray) -
     assert after < before * 0.25
 
 
+def test_paste_back_blends_the_warped_crop_through_the_feather(astronaut: np.ndarray) -> None:
+    """The one-pass premultiplied paste equals warping crop and mask apart and blending in float."""
+    from engine.resample import invert_affine, warp_affine
+
+    aligned = align_face(astronaut, astronaut_face(), 256)
+    restored = np.ascontiguousarray(255 - aligned.crop)  # a crop that differs everywhere
+    pasted = paste_back(astronaut, restored, aligned.matrix, strength=0.8)
+    inverse = invert_affine(aligned.matrix)
+    size = astronaut.shape[1], astronaut.shape[0]
+    weight = warp_affine(feather_mask(256), inverse, size, value=0.0)[..., None] * 0.8
+    crop = warp_affine(restored, inverse, size, border="replicate").astype(np.float64)
+    expected = astronaut * (1.0 - weight) + crop * weight
+    assert np.abs(pasted - expected).max() <= 2.5
+    changed = np.abs(pasted.astype(int) - astronaut).max(axis=2) > 0
+    assert changed[ASTRONAUT_LANDMARKS[2, 1].astype(int), ASTRONAUT_LANDMARKS[2, 0].astype(int)]
+    assert not changed[-100:].any() and not changed[:, -100:].any(), "away from the face nothing moves"
+
+
 def test_paste_strength_zero_keeps_the_photo_and_half_is_in_between(astronaut: np.ndarray) -> None:
     aligned = align_face(astronaut, astronaut_face(), 256)
     white = np.full_like(aligned.crop, 255)

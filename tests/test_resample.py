@@ -7,7 +7,7 @@ import pytest
 from PIL import Image as PILImage
 
 from engine import resample
-from engine.resample import invert_affine, resize, warp_affine
+from engine.resample import invert_affine, resize, warp_affine, warp_affine_premultiplied
 
 
 def bilinear_reference(pixels: np.ndarray, matrix: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -54,6 +54,24 @@ def test_constant_border_fills_outside_and_blends_at_the_edge() -> None:
     assert 0.0 < warped[5, 10] < 1.0 and np.all(warped[:, 76:] == 0.0)
     far = warp_affine(mask, np.array([[1.0, 0, 5000.0], [0, 1.0, 0]]), (20, 20), value=0.25)
     assert np.all(far == 0.25)
+
+
+def test_premultiplied_warp_carries_a_mask_as_alpha(astronaut: np.ndarray) -> None:
+    """Colour comes back multiplied by the warped alpha; alpha is the warped mask, transparent outside."""
+    ys, xs = np.mgrid[0:200, 0:200]
+    alpha = np.clip(255 - np.hypot(ys - 100, xs - 100) * 3.0, 0, 255).astype(np.uint8)  # a soft disc
+    rgba = np.dstack([astronaut[:200, 150:350], alpha])
+    m = np.array([[0.9, 0.2, 20.5], [-0.2, 0.9, 60.25]])  # rotated, shrunk, shifted
+    warped = warp_affine_premultiplied(rgba, m, (260, 260))
+    assert warped.shape == (260, 260, 4) and warped.dtype == np.uint8
+    # The disc is transparent at the patch's edges, so the reference's replicated border agrees.
+    expected_alpha = bilinear_reference(alpha[..., None], m, (260, 260))[..., 0]
+    expected_colour = bilinear_reference(rgba[..., :3] * (alpha[..., None] / 255.0), m, (260, 260))
+    assert np.abs(warped[..., 3] - expected_alpha).max() <= 1.5
+    assert np.abs(warped[..., :3] - expected_colour).max() <= 2.5
+    assert warped[:5, :5].max() == 0 and warped[..., 3].max() >= 250
+    with pytest.raises(ValueError, match="uint8"):
+        warp_affine_premultiplied(astronaut, m, (10, 10))
 
 
 def test_warp_reads_only_the_footprint() -> None:
