@@ -301,6 +301,34 @@ def test_onnx_variants_match_pytorch_on_a_real_face(tmp_path: Path) -> None:
     # Dynamic batch.
     assert run(fp32, np.concatenate([x, x])).shape == (2, 3, 512, 512)
 
+    # The layout that made INT8 fast here: the RGB tail is a 16-output conv (13 zero outputs sliced
+    # off), and the input is never quantized, so the 3-channel head conv stays float.
+    import onnx
+
+    graph = onnx.load(str(int8)).graph
+    tail_weight = next(init for init in graph.initializer if init.name.startswith("tail.weight"))
+    assert tail_weight.dims[0] == 16
+    assert sorted(node.op_type for node in graph.node if "input" in node.input) == ["Add", "Conv"]
+
+
+@needs_torch
+def test_padded_tail_computes_the_same_function_on_a_real_face() -> None:
+    import torch
+
+    from training.model import RestoraLite, pad_tail
+
+    torch.manual_seed(0)
+    model = RestoraLite().eval()
+    torch.nn.init.normal_(model.tail.weight, std=0.05)
+    torch.nn.init.normal_(model.tail.bias, std=0.01)
+    x = torch.from_numpy(astronaut_face(128).transpose(2, 0, 1)[None].copy())
+    padded = pad_tail(model)
+    assert padded.tail.out_channels == 16 and model.tail.out_channels == 3
+    with torch.no_grad():
+        expected = model(x)
+        assert not torch.equal(expected, x)
+        assert torch.allclose(padded(x), expected, atol=1e-6)
+
 
 # --- the shipped model ---
 
