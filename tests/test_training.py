@@ -138,15 +138,19 @@ def test_grown_network_starts_as_its_parent_on_a_real_face() -> None:
     torch.nn.init.normal_(parent.tail.weight, std=0.05)  # a parent that changes its input
     face = astronaut_patches(1, 128)[0]
     x = torch.from_numpy(face).permute(2, 0, 1)[None].float()
-    grown = grow_blocks(parent, 2).eval()
+    grown = grow_blocks(parent, 2, quarter=1).eval()
     assert grown.config.blocks == parent.config.blocks + 2 and len(grown.body) == len(parent.body) + 2
+    assert grown.config.quarter_blocks == 1 and len(grown.quarter) == 1
     with torch.no_grad():
         expected = parent(x)
         assert not torch.equal(expected, x)
         assert torch.allclose(grown(x), expected, atol=1e-6)
         # The new blocks are real, trainable blocks: once their weights move, the output does.
-        torch.nn.init.normal_(grown.body[-1].conv2.weight, std=0.05)
-        assert not torch.allclose(grown(x), expected, atol=1e-4)
+        for block in (grown.body[-1], grown.quarter[0]):
+            saved = block.conv2.weight.clone()
+            torch.nn.init.normal_(block.conv2.weight, std=0.05)
+            assert not torch.allclose(grown(x), expected, atol=1e-4)
+            block.conv2.weight.copy_(saved)
 
 
 # --- training smoke test and checkpoints ---

@@ -15,7 +15,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import cv2
@@ -89,11 +89,10 @@ def checkpoint_restorer(path: Path, scale: int = 0) -> Restorer:
     import torch  # the [train] extra; only needed for --checkpoint
 
     from .checkpoint import load_model
-    from .model import NetConfig
 
     model = load_model(path)
     if scale > 0:
-        model.config = NetConfig(model.config.widths, model.config.blocks, model.config.upsample, scale)
+        model.config = replace(model.config, scale=scale)
 
     def run(img: np.ndarray) -> np.ndarray:
         with torch.no_grad():

@@ -30,6 +30,9 @@ class NetConfig:
 
     widths: tuple[int, int, int, int] = (16, 32, 48, 64)
     blocks: int = 3
+    # Residual blocks on the decoder's 1/4-resolution features (encoder skip + upsampled context):
+    # the scale where a x4-downscaled face's remaining information lives.
+    quarter_blocks: int = 0
     upsample: str = "bilinear"  # "bilinear" | "nearest"
     scale: int = 1
 
@@ -42,6 +45,7 @@ class NetConfig:
         return NetConfig(
             widths=widths,  # type: ignore[arg-type]
             blocks=int(d["blocks"]),  # type: ignore[call-overload]
+            quarter_blocks=int(d.get("quarter_blocks", 0)),  # type: ignore[call-overload]
             upsample=str(d.get("upsample", "bilinear")),
             scale=int(d.get("scale", 1)),  # type: ignore[call-overload]
         )
@@ -73,6 +77,7 @@ class RestoraLite(nn.Module):
         self.down2 = conv3(c1, c2, stride=2)
         self.down3 = conv3(c2, c3, stride=2)
         self.body = nn.Sequential(*[ResBlock(c3) for _ in range(self.config.blocks)])
+        self.quarter = nn.Sequential(*[ResBlock(c2) for _ in range(self.config.quarter_blocks)])
         # Decoder convs run at the lower resolution before upsampling: the full-resolution
         # convs are the most expensive ones on a CPU, so only head and tail work at 512.
         self.up3 = conv3(c3, c2)
@@ -99,7 +104,7 @@ class RestoraLite(nn.Module):
         f2 = F.relu(self.down2(f1))
         f3 = F.relu(self.down3(f2))
         f3 = self.body(f3)
-        u2 = self._up(F.relu(self.up3(f3))) + f2
+        u2 = self.quarter(self._up(F.relu(self.up3(f3))) + f2)
         u1 = self._up(F.relu(self.up2(u2))) + f1
         u0 = self._up(F.relu(self.up1(u1))) + f0
         residual = self.tail(u0)
@@ -113,26 +118,32 @@ class RestoraLite(nn.Module):
         return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
 
 
-def grow_blocks(parent: RestoraLite, extra: int) -> RestoraLite:
-    """``parent`` with ``extra`` residual blocks appended at 1/8 resolution, computing the same function.
+def grow_blocks(parent: RestoraLite, extra: int, quarter: int = 0) -> RestoraLite:
+    """``parent`` with ``extra`` residual blocks appended at 1/8 resolution and ``quarter`` at 1/4,
+    computing the same function.
 
     The new blocks' second conv starts at zero, so each is the identity until it learns: training a
     deeper net from a trained one starts at the parent's quality instead of from scratch, which is
     what makes a capacity experiment affordable on a CPU.
     """
-    if extra < 0:
-        raise ValueError(f"extra blocks must be >= 0, got {extra}")
-    config = replace(parent.config, blocks=parent.config.blocks + extra)
+    if extra < 0 or quarter < 0:
+        raise ValueError(f"extra blocks must be >= 0, got {extra} and {quarter}")
+    config = replace(
+        parent.config,
+        blocks=parent.config.blocks + extra,
+        quarter_blocks=parent.config.quarter_blocks + quarter,
+    )
     grown = RestoraLite(config)
     missing, unexpected = grown.load_state_dict(parent.state_dict(), strict=False)
     if unexpected:
         raise ValueError(f"parent has weights the grown net lacks: {unexpected}")
-    for block in list(grown.body)[parent.config.blocks :]:
+    new_blocks = list(grown.body)[parent.config.blocks :] + list(grown.quarter)[parent.config.quarter_blocks :]
+    for block in new_blocks:
         assert isinstance(block, ResBlock)
         nn.init.zeros_(block.conv2.weight)
         if block.conv2.bias is not None:
             nn.init.zeros_(block.conv2.bias)
-    assert all(k.startswith("body.") for k in missing), missing
+    assert all(k.startswith(("body.", "quarter.")) for k in missing), missing
     return grown
 
 

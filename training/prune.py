@@ -111,6 +111,8 @@ def pruned_config(config: NetConfig, keep: dict[str, list[int]]) -> NetConfig:
 
 def prune_model(model: RestoraLite, fraction: float) -> tuple[RestoraLite, dict[str, list[int]]]:
     """A thinner RestoraLite holding the kept slices of every weight, and the kept indices."""
+    if model.config.quarter_blocks:
+        raise ValueError("pruning does not handle 1/4-resolution residual blocks (quarter_blocks) yet")
     keep = select_channels(model, fraction)
     pruned = RestoraLite(pruned_config(model.config, keep))
     with torch.no_grad():

@@ -91,9 +91,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ema", type=float, default=0.0, help="EMA decay of the weights (0: off); export uses it")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--add-quarter-blocks",
+        type=int,
+        default=0,
+        help="like --add-blocks, for residual blocks on the decoder's 1/4-resolution features",
+    )
     args = p.parse_args(argv)
-    if args.add_blocks and not (args.resume and args.weights_only):
-        p.error("--add-blocks grows a trained net: it needs --resume and --weights-only")
+    if (args.add_blocks or args.add_quarter_blocks) and not (args.resume and args.weights_only):
+        p.error("--add-blocks and --add-quarter-blocks grow a trained net: they need --resume and --weights-only")
     return args
 
 
@@ -185,19 +191,18 @@ def train(args: argparse.Namespace, sampler: PatchSampler | None = None) -> Path
     if resume_path is not None:
         net = NetConfig.from_dict(json.loads(resume_path.with_suffix(".json").read_text())["net"])
     model = RestoraLite(net)
-    if resume_path is not None and args.add_blocks:
+    growing = bool(args.add_blocks or args.add_quarter_blocks)
+    if resume_path is not None and growing:
         grown_from = load_checkpoint(resume_path, model)
         parent_ema = load_ema(resume_path)
         if parent_ema is not None:  # the EMA weights are the ones that were scored and shipped
             model.load_state_dict(parent_ema)
-        model = grow_blocks(model, args.add_blocks)
+        model = grow_blocks(model, args.add_blocks, args.add_quarter_blocks)
         net = model.config
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     if resume_path is not None:
-        if args.add_blocks:
-            meta = grown_from
-        else:
-            meta = load_checkpoint(resume_path, model, None if args.weights_only else optimizer)
+        optimizer_state = None if args.weights_only else optimizer
+        meta = grown_from if growing else load_checkpoint(resume_path, model, optimizer_state)
         base_steps = int(meta.get("base_steps", 0))
         if args.weights_only:
             base_steps += int(meta["step"])

@@ -15,10 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import PIL.Image
-from onnx import helper, numpy_helper
 
 from engine.detectors.base import (
     MakeSession,
@@ -260,12 +258,15 @@ def prelu_as_elementwise(graph: bytes, name: str = "model") -> bytes:
     to 1e-6: P-Net on a 480 x 360 level 16.9 -> 12.1 ms, O-Net on 35 crops 15.0 -> 10.3 ms, R-Net on
     225 crops about a third faster.
     """
+    import onnx  # here, not at the top: only building MTCNN needs it (17 MB once imported)
+    from onnx import helper, numpy_helper
+
     try:
         model = onnx.load_from_string(graph)
     except Exception as error:  # protobuf's DecodeError and friends
         raise ModelFormatError(f"{name} is not an ONNX graph: {error}") from error
     initializers = {init.name: init for init in model.graph.initializer}
-    nodes: list[onnx.NodeProto] = []
+    nodes = []
     replaced: set[str] = set()
     for index, node in enumerate(model.graph.node):
         if node.op_type != "PRelu" or node.input[1] not in initializers:
