@@ -289,7 +289,7 @@ def test_onnx_variants_match_pytorch_on_a_real_face(tmp_path: Path) -> None:
     export_fp32(model, fp32)
     export_fp16(fp32, fp16)
     calib = [apply_degradation(face, TIERS[t], np.random.default_rng(1)) for t in TIERS]
-    export_int8(fp32, int8, calib)
+    export_int8(model, int8, calib)
 
     def run(path: Path, batch: np.ndarray) -> np.ndarray:
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
