@@ -24,14 +24,13 @@ from engine.errors import CancelledError, OutputError, RestoraError
 from engine.imageio import (
     DEFAULT_MAX_PIXELS,
     PART_PREFIX,
-    Image,
     atomic_write_bytes,
     is_supported_path,
     load_image,
     output_format_for,
     save_image,
 )
-from engine.pipeline import CancelToken, Enhancer, PreparedPhoto, engine_info
+from engine.pipeline import CancelToken, Enhancer, FaceRestoration, PreparedPhoto, engine_info
 
 OUTPUT_FORMATS = ("keep", "png", "jpg", "webp", "tiff")
 REPORT_VERSION = 1
@@ -430,9 +429,15 @@ def run_batch(
                 handed.add(index)
                 yield index, image
 
-        def save(index: int, output: Image, faces: int, warnings: list[str]) -> None:
+        def compose_and_save(index: int, prepared: PreparedPhoto, records: tuple[FaceRestoration, ...]) -> None:
+            # Colour match and paste-back run here, in the saver threads, so they overlap the
+            # restorer's next batch instead of waiting in line with it.
             target = outputs[index]
             try:
+                # reuse_source: the output is pasted into the loaded frame, which nothing else needs.
+                output = enhancer.compose_result(prepared.image, records, prepared.detected, reuse_source=True).output
+                warnings, faces = list(prepared.image.warnings), len(records)
+                del prepared, records  # the crops and any source copy can go while the photo encodes
                 target.parent.mkdir(parents=True, exist_ok=True)
                 save_image(output, target, quality=options.quality)
             except Exception as error:
@@ -444,18 +449,14 @@ def run_batch(
         stream = loaded()
         while True:
             try:
-                # reuse_source: the output is pasted into the loaded frame, which nothing else needs.
-                for index, restoration in enhancer.enhance_many(stream, cancel, on_error=fail, reuse_source=True):
+                for index, prepared, records in enhancer.restore_many(stream, cancel, on_error=fail):
                     handed.discard(index)
                     cancel.raise_if_cancelled()
                     # Back-pressure: never hold more finished photos in memory than savers can take.
                     while len(saving) >= workers * 2:
                         saving.popleft().result()
-                    # Only the output travels to the saver: the source photo and the face crops can be
-                    # freed while it encodes (two fewer full frames in memory on big photos).
-                    saving.append(savers.submit(save, index, restoration.output, restoration.face_count,
-                                                list(restoration.source.warnings)))
-                    del restoration
+                    saving.append(savers.submit(compose_and_save, index, prepared, records))
+                    del prepared, records
                 break
             except Exception as error:
                 # A failure while restoring a batch of faces costs the photos in that batch, not the

@@ -322,6 +322,18 @@ class Enhancer:
         output may be pasted into its source's pixels (see ``compose``): the caller must not use
         ``Restoration.source``'s pixels afterwards.
         """
+        for key, prepared, records in self.restore_many(images, cancel, on_error):
+            yield key, self.compose_result(prepared.image, records, prepared.detected, reuse_source=reuse_source)
+
+    def restore_many(
+        self, images: Iterable[tuple[K, Image | PreparedPhoto]], cancel: CancelToken | None = None,
+        on_error: Callable[[K, Exception], None] | None = None,
+    ) -> Iterator[tuple[K, PreparedPhoto, tuple[FaceRestoration, ...]]]:
+        """``enhance_many`` without the composition: each photo with its restored faces.
+
+        ``compose_result`` turns them into the output; it is safe to call from other threads, so the
+        batch engine composes in its saver threads while the restorer works on the next faces.
+        """
         pending: list[tuple[K, PreparedPhoto]] = []
         queued_faces = 0
         for key, item in images:
@@ -337,14 +349,14 @@ class Enhancer:
             pending.append((key, prepared))
             queued_faces += len(prepared.aligned)
             if queued_faces >= self.batch_size:
-                yield from self._flush(pending, cancel, reuse_source)
+                yield from self._flush(pending, cancel)
                 pending, queued_faces = [], 0
         if pending:
-            yield from self._flush(pending, cancel, reuse_source)
+            yield from self._flush(pending, cancel)
 
     def _flush(
-        self, pending: list[tuple[K, PreparedPhoto]], cancel: CancelToken | None, reuse_source: bool = False,
-    ) -> Iterator[tuple[K, Restoration]]:
+        self, pending: list[tuple[K, PreparedPhoto]], cancel: CancelToken | None,
+    ) -> Iterator[tuple[K, PreparedPhoto, tuple[FaceRestoration, ...]]]:
         crops = [a.crop for _, prepared in pending for a in prepared.aligned]
         size = self.restorer.size
         batch = np.stack(crops) if crops else np.zeros((0, size, size, 3), np.uint8)
@@ -359,9 +371,8 @@ class Enhancer:
             for face, item in zip(prepared.faces, prepared.aligned, strict=True):
                 records.append(FaceRestoration(face, item.matrix, item.crop, restored[index], native))
                 index += 1
-            result = self.compose_result(prepared.image, tuple(records), prepared.detected, reuse_source=reuse_source)
+            yield key, prepared, tuple(records)
             del prepared
-            yield key, result
 
     def compose_result(
         self, image: Image, records: tuple[FaceRestoration, ...], detected: int, *, reuse_source: bool = False
