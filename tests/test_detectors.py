@@ -360,3 +360,40 @@ def test_bad_input_is_an_image_error() -> None:
         det.detect(np.zeros((10, 10), np.uint8))
     with pytest.raises(ImageError):
         det.detect(np.zeros((10, 10, 3), np.float32))
+
+
+def reference_nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str, pixel: float) -> list[int]:
+    """Textbook greedy NMS, one box at a time (what engine.detectors.base.nms must equal)."""
+    order = sorted(range(len(boxes)), key=lambda i: -scores[i])  # Python's sort is stable
+    keep: list[int] = []
+    for i in order:
+        ok = True
+        for k in keep:
+            iw = min(boxes[i][2], boxes[k][2]) - max(boxes[i][0], boxes[k][0]) + pixel
+            ih = min(boxes[i][3], boxes[k][3]) - max(boxes[i][1], boxes[k][1]) + pixel
+            inter = max(iw, 0.0) * max(ih, 0.0)
+            a_i = max(boxes[i][2] - boxes[i][0] + pixel, 0.0) * max(boxes[i][3] - boxes[i][1] + pixel, 0.0)
+            a_k = max(boxes[k][2] - boxes[k][0] + pixel, 0.0) * max(boxes[k][3] - boxes[k][1] + pixel, 0.0)
+            denominator = min(a_i, a_k) if mode == "min" else a_i + a_k - inter
+            if inter / max(denominator, 1e-9) > threshold:
+                ok = False
+                break
+        if ok:
+            keep.append(i)
+    return keep
+
+
+@pytest.mark.parametrize("count", [1, 7, 300, 700])  # 700: more than one block of overlap rows
+@pytest.mark.parametrize("mode", ["union", "min"])
+def test_nms_equals_the_textbook_greedy_suppression(count: int, mode: str) -> None:
+    from engine.detectors.base import nms
+
+    rng = np.random.default_rng(count)
+    corner = rng.uniform(0, 200, (count, 2)).round()
+    side = rng.uniform(5, 60, (count, 1)).round()
+    boxes = np.concatenate([corner, corner + side * rng.uniform(0.8, 1.2, (count, 2))], axis=1)
+    scores = rng.uniform(0.5, 1.0, count).round(2)  # rounded: ties, so the order rule matters
+    for threshold, pixel in ((0.5, 0.0), (0.7, 1.0), (0.3, 1.0)):
+        got = nms(boxes, scores, threshold, mode=mode, pixel=pixel).tolist()
+        assert got == reference_nms(boxes, scores, threshold, mode, pixel)
+        assert 1 <= len(got) <= count

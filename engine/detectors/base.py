@@ -155,32 +155,45 @@ def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return np.asarray(inter / np.maximum(area + areas - inter, 1e-9))
 
 
+_NMS_ROWS = 256  # overlap rows computed at once: bounds the scratch to 256 x N floats
+
+
 def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = "union", pixel: float = 0.0) -> np.ndarray:
     """Greedy non-maximum suppression; returns kept indices, best score first.
 
     ``mode`` "union" compares intersection over union; "min" compares intersection over the
     smaller area (MTCNN's last stage, which drops a small box nested in a bigger one).
     ``pixel`` 1 counts boxes as inclusive pixel ranges (width = x2 - x1 + 1), as MTCNN does.
+    The overlaps are computed for blocks of rows at once and the greedy pass only flips flags:
+    the box-by-box loop (eight array operations per kept box) was 11 ms of MTCNN's 64 on a
+    1 MP photo with five faces.
     """
     if len(boxes) == 0:
         return np.zeros(0, dtype=np.int64)
-    x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
-    areas = np.clip(x2 - x1 + pixel, 0, None) * np.clip(y2 - y1 + pixel, 0, None)
     order = np.argsort(-scores, kind="stable")
+    x1, y1, x2, y2 = (np.asarray(boxes[order, i], np.float64) for i in range(4))
+    areas = np.clip(x2 - x1 + pixel, 0, None) * np.clip(y2 - y1 + pixel, 0, None)
+    count = len(order)
+    suppressed = np.zeros(count, dtype=bool)
     keep: list[int] = []
-    while order.size > 0:
-        i = int(order[0])
-        keep.append(i)
-        rest = order[1:]
-        inter = np.clip(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + pixel, 0, None) * np.clip(
-            np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + pixel, 0, None
+    for top in range(0, count, _NMS_ROWS):
+        rows = slice(top, min(top + _NMS_ROWS, count))
+        if suppressed[rows].all():
+            continue
+        inter = np.clip(np.minimum(x2[rows, None], x2) - np.maximum(x1[rows, None], x1) + pixel, 0, None) * np.clip(
+            np.minimum(y2[rows, None], y2) - np.maximum(y1[rows, None], y1) + pixel, 0, None
         )
         if mode == "min":
-            overlap = inter / np.maximum(np.minimum(areas[i], areas[rest]), 1e-9)
+            overlap = inter / np.maximum(np.minimum(areas[rows, None], areas), 1e-9)
         else:
-            overlap = inter / np.maximum(areas[i] + areas[rest] - inter, 1e-9)
-        order = rest[overlap <= threshold]
-    return np.asarray(keep, dtype=np.int64)
+            overlap = inter / np.maximum(areas[rows, None] + areas - inter, 1e-9)
+        beyond = overlap > threshold
+        for i in range(rows.start, rows.stop):
+            if suppressed[i]:
+                continue
+            keep.append(i)
+            suppressed[i + 1 :] |= beyond[i - rows.start, i + 1 :]
+    return np.asarray(order[keep], dtype=np.int64)
 
 
 def faces_from_arrays(boxes: np.ndarray, scores: np.ndarray, landmarks: np.ndarray, scale: float = 1.0) -> list[Face]:
