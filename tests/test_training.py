@@ -153,6 +153,35 @@ def test_grown_network_starts_as_its_parent_on_a_real_face() -> None:
             block.conv2.weight.copy_(saved)
 
 
+@needs_torch
+def test_revived_deep_path_passes_gradients_where_the_dead_one_did_not() -> None:
+    """v1-v4's up2 ReLU had died; revive_deep_path restarts the path below 1/2 resolution."""
+    import torch
+
+    from training.model import RestoraLite, deep_path_live, revive_deep_path
+
+    torch.manual_seed(0)
+    dead = RestoraLite().eval()
+    torch.nn.init.normal_(dead.tail.weight, std=0.05)
+    with torch.no_grad():
+        dead.up2.bias.fill_(-100.0)  # what training had done to v4: up2 negative everywhere
+    x = torch.from_numpy(astronaut_face(128).transpose(2, 0, 1)[None].copy())
+    assert deep_path_live(dead, x) == 0.0
+
+    def deep_gradient(model: RestoraLite) -> float:
+        model.zero_grad()
+        (model(x) - x.flip(-1)).abs().mean().backward()
+        return max(float(p.grad.abs().max()) for n, p in model.named_parameters()
+                   if n.startswith(("down2", "down3", "body", "up3", "up2")) and p.grad is not None)
+
+    assert deep_gradient(dead) == 0.0
+    revived = revive_deep_path(dead)
+    assert deep_path_live(revived, x) == 1.0  # zero weights, positive bias: every unit passes
+    with torch.no_grad():
+        assert (revived(x) - dead(x)).abs().max() < 2e-3  # starts (almost) where the parent was
+    assert deep_gradient(revived) > 0.0
+
+
 # --- training smoke test and checkpoints ---
 
 

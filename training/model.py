@@ -147,6 +147,42 @@ def grow_blocks(parent: RestoraLite, extra: int, quarter: int = 0) -> RestoraLit
     return grown
 
 
+def revive_deep_path(model: RestoraLite, seed: int = 0) -> RestoraLite:
+    """A copy of ``model`` whose 1/4- and 1/8-resolution path (down2, down3, body, up3, up2) starts over.
+
+    Why: in restora-lite v1-v4 the ReLU after ``up2`` had died (its pre-activation was negative at
+    every pixel of a real face), so nothing below 1/2 resolution reached the output and no gradient
+    reached it either: the net was a two-level U-Net however long it trained. The path gets fresh
+    weights, except ``up2``: zero weights and a small positive bias, so the revived path adds only
+    that constant at first (the output moves by at most about 1e-3) yet passes gradients at once.
+    """
+    revived = RestoraLite(model.config)
+    revived.load_state_dict(model.state_dict())
+    fresh = RestoraLite(model.config)
+    torch.manual_seed(seed)
+    for name in ("down2", "down3", "body", "up3", "quarter"):
+        for module in getattr(fresh, name).modules():
+            if isinstance(module, nn.Conv2d):
+                module.reset_parameters()
+        getattr(revived, name).load_state_dict(getattr(fresh, name).state_dict())
+    with torch.no_grad():
+        revived.up2.weight.zero_()
+        assert revived.up2.bias is not None
+        revived.up2.bias.fill_(1e-3)
+    return revived.train(model.training)
+
+
+def deep_path_live(model: RestoraLite, x: torch.Tensor) -> float:
+    """Share of ``up2``'s outputs above zero on ``x``: 0 means the 1/4 and 1/8 levels are dead."""
+    with torch.no_grad():
+        f0 = F.relu(model.head(x))
+        f1 = F.relu(model.down1(f0))
+        f2 = F.relu(model.down2(f1))
+        f3 = model.body(F.relu(model.down3(f2)))
+        u2 = model.quarter(model._up(F.relu(model.up3(f3))) + f2)
+        return float((model.up2(u2) > 0).float().mean())
+
+
 def pad_tail(model: RestoraLite, channels: int = 16) -> RestoraLite:
     """A copy of ``model`` whose RGB tail conv is the first 3 outputs of a ``channels``-output conv.
 

@@ -25,7 +25,7 @@ from .data import DEFAULT_DATA_DIR, PatchSampler, eval_face_files, load_rgb
 from .degrade import TIERS, apply_degradation, draw_degradation, make_pair, seed_for
 from .gan import PatchDiscriminator, discriminator_loss, generator_losses
 from .losses import restoration_loss
-from .model import NetConfig, RestoraLite, count_macs, count_params, grow_blocks
+from .model import NetConfig, RestoraLite, count_macs, count_params, deep_path_live, grow_blocks, revive_deep_path
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -97,7 +97,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0,
         help="like --add-blocks, for residual blocks on the decoder's 1/4-resolution features",
     )
+    p.add_argument(
+        "--revive-deep",
+        action="store_true",
+        help="with --resume --weights-only: restart the 1/4- and 1/8-resolution path (v1-v4's died; see "
+        "training.model.revive_deep_path)",
+    )
     args = p.parse_args(argv)
+    if args.revive_deep and not (args.resume and args.weights_only):
+        p.error("--revive-deep restarts part of a trained net: it needs --resume and --weights-only")
     if (args.add_blocks or args.add_quarter_blocks) and not (args.resume and args.weights_only):
         p.error("--add-blocks and --add-quarter-blocks grow a trained net: they need --resume and --weights-only")
     return args
@@ -155,7 +163,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def validate(model: torch.nn.Module, pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
+def validate(model: RestoraLite, pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
     model.eval()
     gains = []
     outs = []
@@ -164,8 +172,11 @@ def validate(model: torch.nn.Module, pairs: list[tuple[np.ndarray, np.ndarray]])
         y = model(x)[0].numpy().transpose(1, 2, 0)
         outs.append(psnr(y, clean))
         gains.append(psnr(y, clean) - psnr(degraded, clean))
+    live = [deep_path_live(model, torch.from_numpy(d.transpose(2, 0, 1)[None].copy())) for d, _ in pairs[:2]]
     model.train()
-    return {"val_psnr": float(np.mean(outs)), "val_gain_db": float(np.mean(gains))}
+    # deep_live: share of live up2 units; 0 means the 1/4 and 1/8 levels no longer reach the output.
+    return {"val_psnr": float(np.mean(outs)), "val_gain_db": float(np.mean(gains)),
+            "deep_live": float(np.mean(live)) if live else float("nan")}
 
 
 def train(args: argparse.Namespace, sampler: PatchSampler | None = None) -> Path:
@@ -191,13 +202,15 @@ def train(args: argparse.Namespace, sampler: PatchSampler | None = None) -> Path
     if resume_path is not None:
         net = NetConfig.from_dict(json.loads(resume_path.with_suffix(".json").read_text())["net"])
     model = RestoraLite(net)
-    growing = bool(args.add_blocks or args.add_quarter_blocks)
+    growing = bool(args.add_blocks or args.add_quarter_blocks or args.revive_deep)
     if resume_path is not None and growing:
         grown_from = load_checkpoint(resume_path, model)
         parent_ema = load_ema(resume_path)
         if parent_ema is not None:  # the EMA weights are the ones that were scored and shipped
             model.load_state_dict(parent_ema)
         model = grow_blocks(model, args.add_blocks, args.add_quarter_blocks)
+        if args.revive_deep:
+            model = revive_deep_path(model, args.seed)
         net = model.config
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     if resume_path is not None:
