@@ -33,6 +33,9 @@ class NetConfig:
     # Residual blocks on the decoder's 1/4-resolution features (encoder skip + upsampled context):
     # the scale where a x4-downscaled face's remaining information lives.
     quarter_blocks: int = 0
+    # ReLU after the decoder convs up3 and up2, before their upsampled output joins the skip.
+    # v1-v4 had it and up2's died (see revive_deep_path); without it the path cannot die.
+    deep_relu: bool = True
     upsample: str = "bilinear"  # "bilinear" | "nearest"
     scale: int = 1
 
@@ -46,6 +49,7 @@ class NetConfig:
             widths=widths,  # type: ignore[arg-type]
             blocks=int(d["blocks"]),  # type: ignore[call-overload]
             quarter_blocks=int(d.get("quarter_blocks", 0)),  # type: ignore[call-overload]
+            deep_relu=bool(d.get("deep_relu", True)),
             upsample=str(d.get("upsample", "bilinear")),
             scale=int(d.get("scale", 1)),  # type: ignore[call-overload]
         )
@@ -104,13 +108,16 @@ class RestoraLite(nn.Module):
         f2 = F.relu(self.down2(f1))
         f3 = F.relu(self.down3(f2))
         f3 = self.body(f3)
-        u2 = self.quarter(self._up(F.relu(self.up3(f3))) + f2)
-        u1 = self._up(F.relu(self.up2(u2))) + f1
+        u2 = self.quarter(self._up(self._deep(self.up3(f3))) + f2)
+        u1 = self._up(self._deep(self.up2(u2))) + f1
         u0 = self._up(F.relu(self.up1(u1))) + f0
         residual = self.tail(u0)
         if residual.shape[1] != 3:  # a tail padded for export (pad_tail): zeros past RGB
             residual = residual[:, :3]
         return x + residual
+
+    def _deep(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x) if self.config.deep_relu else x
 
     def _up(self, x: torch.Tensor) -> torch.Tensor:
         if self.config.upsample == "nearest":
@@ -152,11 +159,14 @@ def revive_deep_path(model: RestoraLite, seed: int = 0) -> RestoraLite:
 
     Why: in restora-lite v1-v4 the ReLU after ``up2`` had died (its pre-activation was negative at
     every pixel of a real face), so nothing below 1/2 resolution reached the output and no gradient
-    reached it either: the net was a two-level U-Net however long it trained. The path gets fresh
-    weights, except ``up2``: zero weights and a small positive bias, so the revived path adds only
-    that constant at first (the output moves by at most about 1e-3) yet passes gradients at once.
+    reached it either: the net was a two-level U-Net however long it trained. Restarted with that
+    ReLU, it died again within 250 steps (6 % of units alive): the trained shallow path treats any
+    new contribution as noise, and a negative bias is the cheapest way to silence it. So the path
+    gets fresh weights and loses the ReLU after up3 and up2 (``deep_relu=False``), and ``up2``
+    starts at zero: the revived net computes exactly the parent's function, and up2's first
+    gradient step opens the path.
     """
-    revived = RestoraLite(model.config)
+    revived = RestoraLite(replace(model.config, deep_relu=False))
     revived.load_state_dict(model.state_dict())
     fresh = RestoraLite(model.config)
     torch.manual_seed(seed)
@@ -168,12 +178,14 @@ def revive_deep_path(model: RestoraLite, seed: int = 0) -> RestoraLite:
     with torch.no_grad():
         revived.up2.weight.zero_()
         assert revived.up2.bias is not None
-        revived.up2.bias.fill_(1e-3)
+        revived.up2.bias.zero_()
     return revived.train(model.training)
 
 
 def deep_path_live(model: RestoraLite, x: torch.Tensor) -> float:
-    """Share of ``up2``'s outputs above zero on ``x``: 0 means the 1/4 and 1/8 levels are dead."""
+    """Share of ``up2``'s outputs that reach the output on ``x``: 0 means the 1/4 and 1/8 levels are dead."""
+    if not model.config.deep_relu:
+        return 1.0  # no ReLU there: every output passes
     with torch.no_grad():
         f0 = F.relu(model.head(x))
         f1 = F.relu(model.down1(f0))
