@@ -397,3 +397,16 @@ def test_nms_equals_the_textbook_greedy_suppression(count: int, mode: str) -> No
         got = nms(boxes, scores, threshold, mode=mode, pixel=pixel).tolist()
         assert got == reference_nms(boxes, scores, threshold, mode, pixel)
         assert 1 <= len(got) <= count
+
+
+def test_mtcnn_rewrite_leaves_the_graph_as_it_is_without_the_onnx_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The packaged app has no onnx package: MTCNN must still load there, with its shipped graphs."""
+    import sys
+
+    from engine.detectors.mtcnn import prelu_as_elementwise
+
+    graph = model_paths(SPECS["mtcnn"])["pnet"].read_bytes()
+    monkeypatch.setitem(sys.modules, "onnx", None)  # what an excluded package looks like to import
+    assert prelu_as_elementwise(graph) is graph
+    session = make_session(prelu_as_elementwise(graph))
+    assert [i.name for i in session.get_inputs()]
