@@ -186,13 +186,15 @@ def deep_path_live(model: RestoraLite, x: torch.Tensor) -> float:
     """Share of ``up2``'s outputs that reach the output on ``x``: 0 means the 1/4 and 1/8 levels are dead."""
     if not model.config.deep_relu:
         return 1.0  # no ReLU there: every output passes
-    with torch.no_grad():
-        f0 = F.relu(model.head(x))
-        f1 = F.relu(model.down1(f0))
-        f2 = F.relu(model.down2(f1))
-        f3 = model.body(F.relu(model.down3(f2)))
-        u2 = model.quarter(model._up(F.relu(model.up3(f3))) + f2)
-        return float((model.up2(u2) > 0).float().mean())
+    seen: list[torch.Tensor] = []
+    # A hook on the real forward pass, rather than a second copy of it here.
+    handle = model.up2.register_forward_hook(lambda _module, _inputs, output: seen.append(output))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        handle.remove()
+    return float((seen[0] > 0).float().mean())
 
 
 def pad_tail(model: RestoraLite, channels: int = 16) -> RestoraLite:
