@@ -429,15 +429,18 @@ def run_batch(
                 handed.add(index)
                 yield index, image
 
-        def compose_and_save(index: int, prepared: PreparedPhoto, records: tuple[FaceRestoration, ...]) -> None:
+        def compose_and_save(index: int, job: list[tuple[PreparedPhoto, tuple[FaceRestoration, ...]]]) -> None:
             # Colour match and paste-back run here, in the saver threads, so they overlap the
-            # restorer's next batch instead of waiting in line with it.
+            # restorer's next batch instead of waiting in line with it. The photo comes in a list
+            # and is popped: the executor keeps its call's arguments until the call returns, and
+            # the source (a second full frame when upscaling) must be free while the output encodes.
+            prepared, records = job.pop()
             target = outputs[index]
             try:
                 # reuse_source: the output is pasted into the loaded frame, which nothing else needs.
                 output = enhancer.compose_result(prepared.image, records, prepared.detected, reuse_source=True).output
                 warnings, faces = list(prepared.image.warnings), len(records)
-                del prepared, records  # the crops and any source copy can go while the photo encodes
+                del prepared, records  # the source, crops and restored faces go before encoding
                 target.parent.mkdir(parents=True, exist_ok=True)
                 save_image(output, target, quality=options.quality)
             except Exception as error:
@@ -455,7 +458,7 @@ def run_batch(
                     # Back-pressure: never hold more finished photos in memory than savers can take.
                     while len(saving) >= workers * 2:
                         saving.popleft().result()
-                    saving.append(savers.submit(compose_and_save, index, prepared, records))
+                    saving.append(savers.submit(compose_and_save, index, [(prepared, records)]))
                     del prepared, records
                 break
             except Exception as error:
