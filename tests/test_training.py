@@ -171,8 +171,11 @@ def test_revived_deep_path_passes_gradients_where_the_dead_one_did_not() -> None
     def deep_gradient(model: RestoraLite) -> float:
         model.zero_grad()
         (model(x) - x.flip(-1)).abs().mean().backward()
-        return max(float(p.grad.abs().max()) for n, p in model.named_parameters()
-                   if n.startswith(("down2", "down3", "body", "up3", "up2")) and p.grad is not None)
+        return max(
+            float(p.grad.abs().max())
+            for n, p in model.named_parameters()
+            if n.startswith(("down2", "down3", "body", "up3", "up2")) and p.grad is not None
+        )
 
     assert deep_gradient(dead) == 0.0
     revived = revive_deep_path(dead)
@@ -180,6 +183,45 @@ def test_revived_deep_path_passes_gradients_where_the_dead_one_did_not() -> None
     with torch.no_grad():
         assert torch.allclose(revived(x), dead(x), atol=1e-6)  # starts where the parent was
     assert deep_gradient(revived) > 0.0
+
+
+@needs_torch
+def test_dead_channels_are_revived_without_changing_the_output_where_they_have_one_consumer() -> None:
+    """v5 had a third of its 1/8-resolution ResBlock channels dead; revive_dead_channels restarts them."""
+    import torch
+
+    from training.model import RestoraLite, channel_liveness, dead_channel_count, revive_dead_channels
+
+    torch.manual_seed(0)
+    model = RestoraLite().eval()
+    torch.nn.init.normal_(model.tail.weight, std=0.05)
+    for block in model.body:  # give the blocks an output, so a changed channel would show
+        torch.nn.init.normal_(block.conv2.weight, std=0.05)
+    x = torch.from_numpy(astronaut_face(128).transpose(2, 0, 1)[None].copy())
+    revive_dead_channels(model, x)  # a random net has a few dead channels of its own
+    assert dead_channel_count(model, x) == 0
+    with torch.no_grad():
+        model.body[1].conv1.bias[[3, 7, 11]] = -100.0  # three dead channels, one consumer each
+    assert dead_channel_count(model, x) == 3
+    with torch.no_grad():
+        before = model(x)
+    assert revive_dead_channels(model, x, seed=1) == {"body.1.conv1": 3}
+    live = channel_liveness(model, x)["body.1.conv1"]
+    assert bool((live[[3, 7, 11]] > 0).all())  # they pass again, so they get gradients again
+    with torch.no_grad():
+        assert torch.allclose(model(x), before, atol=1e-6)  # conv2 ignores them until it learns
+    model.zero_grad()
+    (model(x) - x.flip(-1)).abs().mean().backward()
+    assert float(model.body[1].conv2.weight.grad[:, [3, 7, 11]].abs().max()) > 0.0
+
+    with torch.no_grad():
+        model.head.bias[5] = -100.0  # a channel that also feeds a skip addition
+        before = model(x)
+    assert revive_dead_channels(model, x, seed=2) == {"head": 1}
+    assert float(channel_liveness(model, x)["head"][5]) > 0
+    with torch.no_grad():
+        change = float((model(x) - before).abs().max())
+    assert 0.0 < change < 0.05  # the skip sees it, at a tenth of the usual initial scale
 
 
 # --- training smoke test and checkpoints ---

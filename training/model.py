@@ -197,6 +197,95 @@ def deep_path_live(model: RestoraLite, x: torch.Tensor) -> float:
     return float((seen[0] > 0).float().mean())
 
 
+def relu_sites(model: RestoraLite) -> dict[str, nn.Conv2d]:
+    """The convs whose outputs pass through a ReLU, by name, in forward order (their channels can die)."""
+    sites: dict[str, nn.Conv2d] = {"head": model.head, "down1": model.down1, "down2": model.down2, "down3": model.down3}
+    for i, block in enumerate(model.body):
+        assert isinstance(block, ResBlock)
+        sites[f"body.{i}.conv1"] = block.conv1
+    if model.config.deep_relu:
+        sites["up3"] = model.up3
+    for i, block in enumerate(model.quarter):
+        assert isinstance(block, ResBlock)
+        sites[f"quarter.{i}.conv1"] = block.conv1
+    if model.config.deep_relu:
+        sites["up2"] = model.up2
+    sites["up1"] = model.up1
+    return sites
+
+
+def site_outputs(model: RestoraLite, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Each ReLU site's pre-activation on ``x``."""
+    seen: dict[str, torch.Tensor] = {}
+    handles = [
+        conv.register_forward_hook(lambda _m, _i, out, name=name: seen.__setitem__(name, out.detach()))
+        for name, conv in relu_sites(model).items()
+    ]
+    try:
+        with torch.no_grad():
+            model.native(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return seen
+
+
+def channel_liveness(model: RestoraLite, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """For each ReLU site, the share of positions in ``x`` where each channel passes (> 0).
+
+    A channel at 0 is dead on ``x``: no output and no gradient, so it never comes back by itself.
+    """
+    return {name: (out > 0).float().mean(dim=(0, 2, 3)) for name, out in site_outputs(model, x).items()}
+
+
+def dead_channel_count(model: RestoraLite, x: torch.Tensor) -> int:
+    return int(sum(int((live == 0).sum()) for live in channel_liveness(model, x).values()))
+
+
+def revive_dead_channels(model: RestoraLite, x: torch.Tensor, seed: int = 0, scale: float = 0.1) -> dict[str, int]:
+    """Give the channels that are dead on ``x`` fresh input weights, in place; returns how many per site.
+
+    Why: restora-lite v5 had 84 of the 288 inner channels of its 1/8-resolution residual blocks dead
+    (never positive on real faces), and a dead ReLU gets no gradient, so that capacity was lost for
+    good. Where the dead channel has a single consumer (a ResBlock's conv1 feeds only its conv2; an
+    encoder conv's output feeds the next encoder conv and a skip addition) that consumer's weights
+    for the channel are zeroed, so the net's function is unchanged there; the consumer's first
+    gradient steps then open the channel. Channels that also reach a skip or the residual stream
+    start at ``scale`` times the default initialisation, so the change to the output is small.
+    """
+    exclusive: dict[str, nn.Conv2d] = {"head": model.down1, "down1": model.down2, "down2": model.down3}
+    exact: set[str] = set()
+    for group in ("body", "quarter"):
+        for i, block in enumerate(getattr(model, group)):
+            assert isinstance(block, ResBlock)
+            exclusive[f"{group}.{i}.conv1"] = block.conv2
+            exact.add(f"{group}.{i}.conv1")
+    generator = torch.Generator().manual_seed(seed)
+    revived: dict[str, int] = {}
+    # Site by site in forward order, measured again after each change: a revived channel upstream
+    # changes what the later sites see.
+    for name, conv in relu_sites(model).items():
+        dead = torch.nonzero(channel_liveness(model, x)[name] == 0).flatten()
+        if dead.numel() == 0:
+            continue
+        fan_in = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
+        bound = 1.0 / fan_in**0.5  # PyTorch's default conv initialisation (kaiming_uniform, a=sqrt(5))
+        bound *= 1.0 if name in exact else scale
+        with torch.no_grad():
+            fresh = (torch.rand((dead.numel(), *conv.weight.shape[1:]), generator=generator) * 2 - 1) * bound
+            conv.weight[dead] = fresh
+            if conv.bias is not None:
+                # Centred on x, so about half the positions pass: the inputs are ReLU outputs (>= 0),
+                # so with a zero bias a random channel is often negative everywhere, dead from the start.
+                conv.bias[dead] = 0.0
+                pre = site_outputs(model, x)[name][:, dead]
+                conv.bias[dead] = -pre.transpose(0, 1).flatten(1).median(dim=1).values
+            if name in exclusive:
+                exclusive[name].weight[:, dead] = 0.0
+        revived[name] = int(dead.numel())
+    return revived
+
+
 def pad_tail(model: RestoraLite, channels: int = 16) -> RestoraLite:
     """A copy of ``model`` whose RGB tail conv is the first 3 outputs of a ``channels``-output conv.
 

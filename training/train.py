@@ -25,7 +25,17 @@ from .data import DEFAULT_DATA_DIR, PatchSampler, eval_face_files, load_rgb
 from .degrade import TIERS, apply_degradation, draw_degradation, make_pair, seed_for
 from .gan import PatchDiscriminator, discriminator_loss, generator_losses
 from .losses import restoration_loss
-from .model import NetConfig, RestoraLite, count_macs, count_params, deep_path_live, grow_blocks, revive_deep_path
+from .model import (
+    NetConfig,
+    RestoraLite,
+    count_macs,
+    count_params,
+    dead_channel_count,
+    deep_path_live,
+    grow_blocks,
+    revive_dead_channels,
+    revive_deep_path,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -103,7 +113,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="with --resume --weights-only: restart the 1/4- and 1/8-resolution path (v1-v4's died; see "
         "training.model.revive_deep_path)",
     )
+    p.add_argument(
+        "--revive-dead",
+        action="store_true",
+        help="with --resume --weights-only: fresh input weights for the ReLU channels that are dead on a probe "
+        "batch of training patches (see training.model.revive_dead_channels)",
+    )
     args = p.parse_args(argv)
+    if args.revive_dead and not (args.resume and args.weights_only):
+        p.error("--revive-dead changes a trained net: it needs --resume and --weights-only")
     if args.revive_deep and not (args.resume and args.weights_only):
         p.error("--revive-deep restarts part of a trained net: it needs --resume and --weights-only")
     if (args.add_blocks or args.add_quarter_blocks) and not (args.resume and args.weights_only):
@@ -172,11 +190,18 @@ def validate(model: RestoraLite, pairs: list[tuple[np.ndarray, np.ndarray]]) -> 
         y = model(x)[0].numpy().transpose(1, 2, 0)
         outs.append(psnr(y, clean))
         gains.append(psnr(y, clean) - psnr(degraded, clean))
-    live = [deep_path_live(model, torch.from_numpy(d.transpose(2, 0, 1)[None].copy())) for d, _ in pairs[:2]]
+    probe = [torch.from_numpy(d.transpose(2, 0, 1)[None].copy()) for d, _ in pairs[:2]]
+    live = [deep_path_live(model, x) for x in probe]
+    dead = dead_channel_count(model, torch.cat(probe)) if probe else -1
     model.train()
     # deep_live: share of live up2 units; 0 means the 1/4 and 1/8 levels no longer reach the output.
-    return {"val_psnr": float(np.mean(outs)), "val_gain_db": float(np.mean(gains)),
-            "deep_live": float(np.mean(live)) if live else float("nan")}
+    # dead_channels: ReLU channels that never pass on the first two faces (dead ones get no gradient).
+    return {
+        "val_psnr": float(np.mean(outs)),
+        "val_gain_db": float(np.mean(gains)),
+        "deep_live": float(np.mean(live)) if live else float("nan"),
+        "dead_channels": dead,
+    }
 
 
 def train(args: argparse.Namespace, sampler: PatchSampler | None = None) -> Path:
@@ -251,6 +276,13 @@ def train(args: argparse.Namespace, sampler: PatchSampler | None = None) -> Path
         )
     val_pairs = validation_set(args.data_dir, args.val_faces) if args.val_faces > 0 else []
     log = (run_dir / "log.jsonl").open("a")
+    revived: dict[str, int] = {}
+    if args.revive_dead:
+        # 64 training patches, heavy and light: a channel is revived only if it is dead on all of them.
+        probe, _ = make_batch(sampler, np.random.default_rng([args.seed, 2**31]), 64, 0.5, args.degradations)
+        revived = revive_dead_channels(model, probe, args.seed)
+        if ema is not None:
+            ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     def write(record: dict[str, Any]) -> None:
         log.write(json.dumps(record) + "\n")
@@ -265,6 +297,7 @@ def train(args: argparse.Namespace, sampler: PatchSampler | None = None) -> Path
             "params": count_params(model),
             "gmacs_512": count_macs(model) / 1e9,
             "faces": len(sampler.face_files),
+            "revived_channels": revived,
             "hq_faces": len(sampler.hq_images),
             "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         }
