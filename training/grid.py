@@ -1,6 +1,12 @@
 """A before/after grid of validation faces across the three tiers, at 100 % (no resampling).
 
     python -m training.grid --model assets/models/restora-lite-int8.onnx --out runs/model_grid.png
+    python -m training.grid --model assets/models/restora-lite-int8.onnx --astronaut --crop 256 \
+        --out docs/model-grid-astronaut.png
+
+``--astronaut`` draws one row from scikit-image's public-domain astronaut, found and aligned to the
+512 px FFHQ template by the engine (MTCNN): that grid may be committed; the validation faces' terms
+forbid copying them, so the ten-face grid stays under runs/.
 
 Each row is one validation face; columns: for mild, medium and severe the degraded input and the
 model's output, then the sharp original. Each cell is the same crop around the eyes and nose, so
@@ -37,16 +43,36 @@ def label(cell: np.ndarray, text: str) -> np.ndarray:
     return out
 
 
-def build_grid(model: Path, data_dir: Path, faces: int, crop: int, threads: int) -> np.ndarray:
+def astronaut_face() -> tuple[str, np.ndarray]:
+    """scikit-image's astronaut as the engine aligns her for a 512 px FFHQ-template restorer."""
+    from skimage import data as skdata
+
+    from engine.faces import align_face
+    from engine.models import ModelStore
+    from engine.pipeline import load_detector
+
+    store = ModelStore.default()
+    image = skdata.astronaut()
+    faces = load_detector(store, store.get("mtcnn")).detect(image)
+    if len(faces) != 1:
+        raise RuntimeError(f"expected one face in the astronaut, found {len(faces)}")
+    crop = align_face(image, faces[0], 512, "ffhq").crop
+    return "astronaut.png", crop.astype(np.float32) / 255.0
+
+
+def build_grid(model: Path, data_dir: Path, faces: int, crop: int, threads: int, astronaut: bool = False) -> np.ndarray:
     restore = onnx_restorer(make_session(model, threads))
-    files = eval_face_files(data_dir)
-    step = max(1, len(files) // faces)
+    if astronaut:
+        sources = [astronaut_face()]
+    else:
+        files = eval_face_files(data_dir)
+        step = max(1, len(files) // faces)
+        sources = [(path.name, load_rgb(path)) for path in files[::step][:faces]]
     rows = []
-    for path in files[::step][:faces]:
-        clean = load_rgb(path)
+    for name, clean in sources:
         cells = []
         for tier in TIER_NAMES:
-            degraded = apply_degradation(clean, TIERS[tier], np.random.default_rng(seed_for(path.name, tier)))
+            degraded = apply_degradation(clean, TIERS[tier], np.random.default_rng(seed_for(name, tier)))
             restored = np.clip(restore(degraded), 0, 1)
             cells += [label(face_crop(degraded, crop), f"{tier} in"), label(face_crop(restored, crop), f"{tier} out")]
         cells.append(label(face_crop(clean, crop), "sharp"))
@@ -62,9 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--faces", type=int, default=10)
     p.add_argument("--crop", type=int, default=192, help="crop side in pixels (shown at 100 %%)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--astronaut", action="store_true", help="one row from scikit-image's astronaut (committable)")
     args = p.parse_args(argv)
     cv2.setNumThreads(1)
-    grid = build_grid(args.model, args.data_dir, args.faces, args.crop, args.threads)
+    grid = build_grid(args.model, args.data_dir, args.faces, args.crop, args.threads, args.astronaut)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     bgr = np.ascontiguousarray(grid[..., ::-1])
     if not cv2.imwrite(str(args.out), bgr, [cv2.IMWRITE_PNG_COMPRESSION, 9]):
