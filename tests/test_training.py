@@ -280,6 +280,33 @@ def test_two_training_steps_then_resume(tmp_path: Path) -> None:
 
 
 @needs_torch
+def test_revive_dead_run_logs_what_it_revived_and_trains_on(tmp_path: Path) -> None:
+    """--revive-dead on a resumed net: the start record says how many channels per site restarted."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from training.checkpoint import load_meta
+    from training.train import parse_args, train
+
+    common = ["--runs-dir", str(tmp_path), "--batch", "2", "--patch", "64", "--val-faces", "0"]
+    common += ["--widths", "8,8,16,16", "--blocks", "1", "--ema", "0"]
+    parent = train(parse_args(["--name", "parent", *common, "--steps", "1"]), smoke_sampler(64))
+    tensors = load_file(str(parent))
+    tensors["model.body.0.conv1.bias"] = torch.full_like(tensors["model.body.0.conv1.bias"], -100.0)
+    save_file(tensors, str(parent))  # every inner channel of the 1/8 block dead, as training can leave it
+    child = train(
+        parse_args(
+            ["--name", "child", *common, "--steps", "2", "--resume", str(parent), "--weights-only", "--revive-dead"]
+        ),
+        smoke_sampler(64),
+    )
+    start = json.loads((tmp_path / "child" / "log.jsonl").read_text().splitlines()[0])
+    assert start["revived_channels"].get("body.0.conv1") == 16
+    assert load_meta(child)["step"] == 2
+    assert float(load_file(str(child))["model.body.0.conv1.bias"].max()) > -100.0
+
+
+@needs_torch
 def test_gan_training_keeps_its_discriminator_across_a_resume(tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
