@@ -93,6 +93,21 @@ def test_sampled_degradations_cover_the_ranges() -> None:
 # --- the network ---
 
 
+def test_evaluation_scores_see_blur_noise_and_a_colour_cast() -> None:
+    """training.evaluate's scores on the astronaut: each degradation moves its own score."""
+    from training.evaluate import scores
+
+    clean = astronaut_face(256)
+    same = scores(clean, clean)
+    assert same["detail"] == pytest.approx(1.0) and same["colour_shift"] == pytest.approx(0.0, abs=1e-4)
+    blurred = scores(cv2.GaussianBlur(clean, (0, 0), 2.0), clean)
+    assert blurred["detail"] < 0.7 and blurred["colour_shift"] < 0.5  # softer, same colours
+    noisy = clean + np.random.default_rng(0).normal(0, 0.03, clean.shape).astype(np.float32)
+    assert scores(noisy, clean)["colour_shift"] < 0.5 and scores(noisy, clean)["psnr"] < 35
+    warm = np.clip(clean * np.array([1.06, 1.0, 0.92], np.float32), 0, 1)
+    assert scores(warm, clean)["colour_shift"] > 2.0  # a cast a person would see
+
+
 @needs_torch
 @pytest.mark.parametrize("size", [128, 512])
 def test_network_keeps_the_shape_and_starts_as_identity(size: int) -> None:

@@ -47,6 +47,16 @@ def sobel_energy(img: np.ndarray) -> float:
     return float(np.mean(np.sqrt(gx * gx + gy * gy)))
 
 
+def colour_shift(out: np.ndarray, clean: np.ndarray) -> float:
+    """CIE76 ΔE between the mean CIELAB colours of two RGB [0, 1] images: a cast a person sees
+    (about 2 is just noticeable side by side), independent of noise and blur, which average out."""
+    means = [
+        cv2.cvtColor(np.ascontiguousarray(img, dtype=np.float32), cv2.COLOR_RGB2Lab).reshape(-1, 3).mean(0)
+        for img in (out, clean)
+    ]
+    return float(np.linalg.norm(means[0] - means[1]))
+
+
 def scores(out: np.ndarray, clean: np.ndarray) -> dict[str, float]:
     o, c = central(np.clip(out, 0, 1)), central(clean)
     mse = float(np.mean((o - c) ** 2))
@@ -54,6 +64,7 @@ def scores(out: np.ndarray, clean: np.ndarray) -> dict[str, float]:
         "psnr": 10 * math.log10(1.0 / max(mse, 1e-12)),
         "ssim": float(structural_similarity(o, c, channel_axis=2, data_range=1.0)),
         "detail": sobel_energy(o) / max(sobel_energy(c), 1e-8),
+        "colour_shift": colour_shift(o, c),
     }
 
 
@@ -136,15 +147,16 @@ def evaluate(
 
 def markdown_table(result: dict[str, dict[str, dict[str, float]]]) -> str:
     lines = [
-        "| tier | method | PSNR (dB) | ΔPSNR vs input | SSIM | ΔSSIM | detail ratio |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| tier | method | PSNR (dB) | ΔPSNR vs input | SSIM | ΔSSIM | detail ratio | colour ΔE |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for tier, methods in result.items():
         base = methods["input"]
         for method, s in methods.items():
             lines.append(
                 f"| {tier} | {method} | {s['psnr']:.2f} | {s['psnr'] - base['psnr']:+.2f} | "
-                f"{s['ssim']:.3f} | {s['ssim'] - base['ssim']:+.3f} | {s['detail']:.2f} |"
+                f"{s['ssim']:.3f} | {s['ssim'] - base['ssim']:+.3f} | {s['detail']:.2f} | "
+                f"{s.get('colour_shift', float('nan')):.2f} |"
             )
     return "\n".join(lines)
 
