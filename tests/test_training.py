@@ -169,6 +169,31 @@ def test_grown_network_starts_as_its_parent_on_a_real_face() -> None:
 
 
 @needs_torch
+def test_widened_network_starts_as_its_parent_and_learns_through_its_new_channels() -> None:
+    import torch
+
+    from training.model import NetConfig, RestoraLite, count_params, widen
+
+    torch.manual_seed(0)
+    parent = RestoraLite(NetConfig(widths=(16, 32, 64, 96), deep_relu=False, quarter_blocks=1)).eval()
+    for conv in (parent.tail, parent.body[0].conv2, parent.quarter[0].conv2):
+        torch.nn.init.normal_(conv.weight, std=0.05)  # a parent whose every path reaches the output
+    wide = widen(parent, (24, 48, 96, 128)).eval()
+    assert wide.config.widths == (24, 48, 96, 128)
+    assert count_params(wide) == count_params(RestoraLite(wide.config))
+    x = torch.from_numpy(astronaut_face(128).transpose(2, 0, 1)[None].copy())
+    with torch.no_grad():
+        assert torch.allclose(wide(x), parent(x), atol=1e-5)
+    wide.zero_grad()
+    (wide(x) - x.flip(-1)).abs().mean().backward()
+    # The consumers' weights for the new channels are zero but get gradients, so they open.
+    assert float(wide.tail.weight.grad[:, 16:].abs().max()) > 0
+    assert float(wide.up3.weight.grad[:, 96:].abs().max()) > 0
+    with pytest.raises(ValueError, match="at least the parent"):
+        widen(parent, (8, 32, 64, 96))
+
+
+@needs_torch
 def test_revived_deep_path_passes_gradients_where_the_dead_one_did_not() -> None:
     """v1-v4's up2 ReLU had died; revive_deep_path restarts the path below 1/2 resolution."""
     import torch
@@ -319,6 +344,26 @@ def test_revive_dead_run_logs_what_it_revived_and_trains_on(tmp_path: Path) -> N
     assert start["revived_channels"].get("body.0.conv1") == 16
     assert load_meta(child)["step"] == 2
     assert float(load_file(str(child))["model.body.0.conv1.bias"].max()) > -100.0
+
+    wider = train(
+        parse_args(
+            [
+                "--name",
+                "wider",
+                *common,
+                "--steps",
+                "1",
+                "--resume",
+                str(child),
+                "--weights-only",
+                "--widen",
+                "8,16,16,24",
+            ]
+        ),
+        smoke_sampler(64),
+    )
+    assert load_meta(wider)["net"]["widths"] == [8, 16, 16, 24]
+    assert load_file(str(wider))["model.down3.weight"].shape == (24, 16, 3, 3)
 
 
 @needs_torch

@@ -154,6 +154,43 @@ def grow_blocks(parent: RestoraLite, extra: int, quarter: int = 0) -> RestoraLit
     return grown
 
 
+def widen(parent: RestoraLite, widths: tuple[int, int, int, int], seed: int = 0, scale: float = 0.1) -> RestoraLite:
+    """``parent`` with more channels per level, computing exactly the same function.
+
+    Net2WiderNet-style: every conv keeps its trained weights in the top-left block; the new output
+    channels read the old inputs through fresh weights (``scale`` times PyTorch's default
+    initialisation), and every conv reads the new channels through zero weights. So the new
+    channels change nothing until training gives their consumers weight, which their first gradient
+    step does (they are computed, so the consumers' new columns get gradients). Channels that join
+    by addition (a skip and the decoder output at the same level, the 1/8 residual stream) are
+    widened together, since they are one level's width. The capacity lever for a CPU budget: a
+    wider net starts at the parent's quality instead of from scratch.
+    """
+    old = parent.config.widths
+    if len(widths) != 4 or any(new < had for new, had in zip(widths, old, strict=True)):
+        raise ValueError(f"widths must be 4 numbers, each at least the parent's {old}, got {widths}")
+    wide = RestoraLite(replace(parent.config, widths=widths))
+    generator = torch.Generator().manual_seed(seed)
+    wide_modules = dict(wide.named_modules())
+    with torch.no_grad():
+        for name, conv in parent.named_modules():
+            if not isinstance(conv, nn.Conv2d):
+                continue
+            target = wide_modules[name]
+            assert isinstance(target, nn.Conv2d)
+            out_c, in_c = conv.out_channels, conv.in_channels
+            fan_in = in_c * conv.kernel_size[0] * conv.kernel_size[1]
+            bound = scale / fan_in**0.5
+            fresh = (torch.rand(target.weight.shape, generator=generator) * 2 - 1) * bound
+            target.weight.copy_(fresh)
+            target.weight[:, in_c:] = 0.0  # nobody reads the new channels yet
+            target.weight[:out_c, :in_c] = conv.weight
+            if target.bias is not None and conv.bias is not None:
+                target.bias.zero_()
+                target.bias[:out_c] = conv.bias
+    return wide.train(parent.training)
+
+
 def revive_deep_path(model: RestoraLite, seed: int = 0) -> RestoraLite:
     """A copy of ``model`` whose 1/4- and 1/8-resolution path (down2, down3, body, up3, up2) starts over.
 

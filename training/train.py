@@ -35,6 +35,7 @@ from .model import (
     grow_blocks,
     revive_dead_channels,
     revive_deep_path,
+    widen,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,12 +115,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "training.model.revive_deep_path)",
     )
     p.add_argument(
+        "--widen",
+        default="",
+        help="with --resume --weights-only: more channels per level, e.g. 24,48,96,128, computing the same "
+        "function at first (training.model.widen); add --revive-dead to start the new channels live",
+    )
+    p.add_argument(
         "--revive-dead",
         action="store_true",
         help="with --resume --weights-only: fresh input weights for the ReLU channels that are dead on a probe "
         "batch of training patches (see training.model.revive_dead_channels)",
     )
     args = p.parse_args(argv)
+    if args.widen and not (args.resume and args.weights_only):
+        p.error("--widen grows a trained net: it needs --resume and --weights-only")
     if args.revive_dead and not (args.resume and args.weights_only):
         p.error("--revive-dead changes a trained net: it needs --resume and --weights-only")
     if args.revive_deep and not (args.resume and args.weights_only):
@@ -227,7 +236,7 @@ def train(args: argparse.Namespace, sampler: PatchSampler | None = None) -> Path
     if resume_path is not None:
         net = NetConfig.from_dict(json.loads(resume_path.with_suffix(".json").read_text())["net"])
     model = RestoraLite(net)
-    growing = bool(args.add_blocks or args.add_quarter_blocks or args.revive_deep)
+    growing = bool(args.add_blocks or args.add_quarter_blocks or args.revive_deep or args.widen)
     if resume_path is not None and growing:
         grown_from = load_checkpoint(resume_path, model)
         parent_ema = load_ema(resume_path)
@@ -236,6 +245,8 @@ def train(args: argparse.Namespace, sampler: PatchSampler | None = None) -> Path
         model = grow_blocks(model, args.add_blocks, args.add_quarter_blocks)
         if args.revive_deep:
             model = revive_deep_path(model, args.seed)
+        if args.widen:
+            model = widen(model, tuple(int(w) for w in args.widen.split(",")), args.seed)  # type: ignore[arg-type]
         net = model.config
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     if resume_path is not None:
