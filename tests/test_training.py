@@ -425,7 +425,8 @@ def test_checkpoint_round_trip_restores_model_and_optimizer(tmp_path: Path) -> N
 
 @needs_torch
 @pytest.mark.slow
-def test_onnx_variants_match_pytorch_on_a_real_face(tmp_path: Path) -> None:
+@pytest.mark.parametrize("body_slope", [0.0, 0.05])  # ReLU, and the leaky 1/8-resolution activations
+def test_onnx_variants_match_pytorch_on_a_real_face(tmp_path: Path, body_slope: float) -> None:
     import onnxruntime as ort
     import torch
 
@@ -433,7 +434,7 @@ def test_onnx_variants_match_pytorch_on_a_real_face(tmp_path: Path) -> None:
     from training.model import NetConfig, RestoraLite
 
     torch.manual_seed(0)
-    model = RestoraLite(NetConfig(widths=(8, 16, 16, 32), blocks=1)).eval()
+    model = RestoraLite(NetConfig(widths=(8, 16, 16, 32), blocks=1, body_slope=body_slope)).eval()
     torch.nn.init.normal_(model.tail.weight, std=0.02)
     face = astronaut_face(512)
     degraded = apply_degradation(face, TIERS["medium"], np.random.default_rng(0))
@@ -471,6 +472,8 @@ def test_onnx_variants_match_pytorch_on_a_real_face(tmp_path: Path) -> None:
     tail_weight = next(init for init in graph.initializer if init.name.startswith("tail.weight"))
     assert tail_weight.dims[0] == 16
     assert sorted(node.op_type for node in graph.node if "input" in node.input) == ["Add", "Conv"]
+    leaky = [node for node in onnx.load(str(fp32)).graph.node if node.op_type == "LeakyRelu"]
+    assert len(leaky) == (2 if body_slope else 0)  # down3 and the one ResBlock
 
 
 @needs_torch

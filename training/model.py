@@ -36,6 +36,10 @@ class NetConfig:
     # ReLU after the decoder convs up3 and up2, before their upsampled output joins the skip.
     # v1-v4 had it and up2's died (see revive_deep_path); without it the path cannot die.
     deep_relu: bool = True
+    # Negative slope of the activations at 1/8 resolution (down3's and the ResBlocks' inner ones):
+    # 0 is ReLU. v5 had a third of those channels dead, and revived ones died again; a leaky slope
+    # keeps a gradient through them. onnxruntime runs it as QLinearLeakyRelu at no measurable cost.
+    body_slope: float = 0.0
     upsample: str = "bilinear"  # "bilinear" | "nearest"
     scale: int = 1
 
@@ -50,6 +54,7 @@ class NetConfig:
             blocks=int(d["blocks"]),  # type: ignore[call-overload]
             quarter_blocks=int(d.get("quarter_blocks", 0)),  # type: ignore[call-overload]
             deep_relu=bool(d.get("deep_relu", True)),
+            body_slope=float(d.get("body_slope", 0.0)),  # type: ignore[arg-type]
             upsample=str(d.get("upsample", "bilinear")),
             scale=int(d.get("scale", 1)),  # type: ignore[call-overload]
         )
@@ -59,14 +64,19 @@ def conv3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, 3, stride=stride, padding=1)
 
 
+def activation(x: torch.Tensor, slope: float) -> torch.Tensor:
+    return F.leaky_relu(x, slope) if slope > 0 else F.relu(x)
+
+
 class ResBlock(nn.Module):
-    def __init__(self, ch: int) -> None:
+    def __init__(self, ch: int, slope: float = 0.0) -> None:
         super().__init__()
         self.conv1 = conv3(ch, ch)
         self.conv2 = conv3(ch, ch)
+        self.slope = slope
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(F.relu(self.conv1(x)))
+        return x + self.conv2(activation(self.conv1(x), self.slope))
 
 
 class RestoraLite(nn.Module):
@@ -80,7 +90,7 @@ class RestoraLite(nn.Module):
         self.down1 = conv3(c0, c1, stride=2)
         self.down2 = conv3(c1, c2, stride=2)
         self.down3 = conv3(c2, c3, stride=2)
-        self.body = nn.Sequential(*[ResBlock(c3) for _ in range(self.config.blocks)])
+        self.body = nn.Sequential(*[ResBlock(c3, self.config.body_slope) for _ in range(self.config.blocks)])
         self.quarter = nn.Sequential(*[ResBlock(c2) for _ in range(self.config.quarter_blocks)])
         # Decoder convs run at the lower resolution before upsampling: the full-resolution
         # convs are the most expensive ones on a CPU, so only head and tail work at 512.
@@ -106,7 +116,7 @@ class RestoraLite(nn.Module):
         f0 = F.relu(self.head(x))
         f1 = F.relu(self.down1(f0))
         f2 = F.relu(self.down2(f1))
-        f3 = F.relu(self.down3(f2))
+        f3 = activation(self.down3(f2), self.config.body_slope)
         f3 = self.body(f3)
         u2 = self.quarter(self._up(self._deep(self.up3(f3))) + f2)
         u1 = self._up(self._deep(self.up2(u2))) + f1

@@ -14,6 +14,7 @@ import argparse
 import json
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="with --resume --weights-only: restart the 1/4- and 1/8-resolution path (v1-v4's died; see "
         "training.model.revive_deep_path)",
+    )
+    p.add_argument(
+        "--body-slope",
+        type=float,
+        default=None,
+        help="negative slope of the 1/8-resolution activations (NetConfig.body_slope; 0 = ReLU); on a resumed "
+        "net it replaces the checkpoint's, which changes its function a little",
     )
     p.add_argument(
         "--widen",
@@ -235,6 +243,8 @@ def train(args: argparse.Namespace, sampler: PatchSampler | None = None) -> Path
         resume_path = Path(args.resume)
     if resume_path is not None:
         net = NetConfig.from_dict(json.loads(resume_path.with_suffix(".json").read_text())["net"])
+    if args.body_slope is not None:
+        net = replace(net, body_slope=args.body_slope)
     model = RestoraLite(net)
     growing = bool(args.add_blocks or args.add_quarter_blocks or args.revive_deep or args.widen)
     if resume_path is not None and growing:
