@@ -45,18 +45,10 @@ def label(cell: np.ndarray, text: str) -> np.ndarray:
 
 def astronaut_face() -> tuple[str, np.ndarray]:
     """scikit-image's astronaut as the engine aligns her for a 512 px FFHQ-template restorer."""
-    from skimage import data as skdata
-
-    from engine.faces import align_face
+    from engine.bench import aligned_test_crops
     from engine.models import ModelStore
-    from engine.pipeline import load_detector
 
-    store = ModelStore.default()
-    image = skdata.astronaut()
-    faces = load_detector(store, store.get("mtcnn")).detect(image)
-    if len(faces) != 1:
-        raise RuntimeError(f"expected one face in the astronaut, found {len(faces)}")
-    crop = align_face(image, faces[0], 512, "ffhq").crop
+    crop = aligned_test_crops(ModelStore.default(), 512, 1, "auto")[0]
     return "astronaut.png", crop.astype(np.float32) / 255.0
 
 
