@@ -388,6 +388,60 @@ def test_gan_training_keeps_its_discriminator_across_a_resume(tmp_path: Path) ->
 
 
 @needs_torch
+def test_teacher_cache_holds_the_teachers_outputs_and_a_student_distills_from_it(tmp_path: Path) -> None:
+    """A widened teacher's cached outputs and body features are what it computes on the cached inputs,
+    and a student trained with both distillation terms moves towards the teacher (its L1 to the
+    teacher output falls) and keeps its feature adapter across a resume."""
+    import torch
+    from safetensors.torch import load_file
+
+    from training.checkpoint import load_meta, load_model
+    from training.distill import build_cache, open_cache
+    from training.train import parse_args, train
+
+    common = ["--runs-dir", str(tmp_path), "--batch", "2", "--patch", "64", "--val-faces", "0"]
+    common += ["--widths", "8,8,16,16", "--blocks", "1", "--degradations", "tiers", "--lr", "2e-3"]
+    student0 = train(parse_args(["--name", "student0", *common, "--steps", "3"]), smoke_sampler(64))
+    grow = ["--widen", "8,16,16,24", "--add-blocks", "1"]
+    teacher_ckpt = train(
+        parse_args(["--name", "teacher", *common, "--steps", "2", "--resume", str(student0), "--weights-only", *grow]),
+        smoke_sampler(64),
+    )
+    cache = build_cache(teacher_ckpt, smoke_sampler(64), tmp_path / "cache", count=6, batch=4)
+    assert not (tmp_path / "cache.part").exists()
+    again = open_cache(tmp_path / "cache")
+    assert len(again) == 6 and again.body.shape == (6, 24, 8, 8) and again.meta["teacher_net"]["blocks"] == 2
+    teacher = load_model(teacher_ckpt)
+    with torch.no_grad():
+        out, body = teacher.native_with_body(torch.from_numpy(np.asarray(cache.inputs[4:6], dtype=np.float32)))
+    assert np.abs(out.clamp(0, 1).numpy() - cache.outputs[4:6]).max() < 2e-3
+    assert np.abs(body.numpy() - cache.body[4:6]).max() < 2e-2 * max(1.0, float(np.abs(body.numpy()).max()))
+
+    distill = ["--name", "kd", *common, "--teacher-cache", str(tmp_path / "cache")]
+    distill += ["--distill-weight", "1.0", "--feature-weight", "0.5", "--log-every", "1"]
+    from_student0 = ["--resume", str(student0), "--weights-only"]
+    first = train(parse_args([*distill, "--steps", "6", *from_student0]), smoke_sampler(64))
+    adapter_file = first.with_name(first.stem + ".adapter.safetensors")
+    assert load_file(str(adapter_file))["weight"].shape == (24, 16, 1, 1)
+    log = [json.loads(line) for line in (tmp_path / "kd" / "log.jsonl").read_text().splitlines()]
+    kd = [r["kd"] for r in log if "kd" in r]
+    assert len(kd) == 6 and all("feat" in r for r in log if "kd" in r)
+    # The same batches without the teacher's terms: the distilled student ends nearer the teacher.
+    plain_args = ["--name", "plain", *common, "--teacher-cache", str(tmp_path / "cache"), "--steps", "6"]
+    plain = train(parse_args([*plain_args, "--resume", str(student0), "--weights-only"]), smoke_sampler(64))
+    x = torch.from_numpy(np.asarray(cache.inputs[:], dtype=np.float32))
+    t = torch.from_numpy(np.asarray(cache.outputs[:], dtype=np.float32))
+    with torch.no_grad():
+        gap = {p.parent.name: float((load_model(p, use_ema=False).native(x) - t).abs().mean()) for p in (first, plain)}
+    assert gap["kd"] < gap["plain"], gap
+    resumed = train(parse_args([*distill, "--steps", "7", "--resume", "auto"]), smoke_sampler(64))
+    assert load_meta(resumed)["step"] == 7
+    assert resumed.with_name(resumed.stem + ".adapter.safetensors").exists()
+    with pytest.raises(SystemExit):
+        parse_args(["--distill-weight", "1.0"])  # the teacher's terms need a cache
+
+
+@needs_torch
 def test_checkpoint_round_trip_restores_model_and_optimizer(tmp_path: Path) -> None:
     import torch
 

@@ -113,6 +113,10 @@ class RestoraLite(nn.Module):
 
     def native(self, x: torch.Tensor) -> torch.Tensor:
         """The U-Net on an image at the training scale (input + predicted residual)."""
+        return self.native_with_body(x)[0]
+
+    def native_with_body(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``native`` and the 1/8-resolution body features behind it (what distillation matches)."""
         f0 = F.relu(self.head(x))
         f1 = F.relu(self.down1(f0))
         f2 = F.relu(self.down2(f1))
@@ -124,7 +128,7 @@ class RestoraLite(nn.Module):
         residual = self.tail(u0)
         if residual.shape[1] != 3:  # a tail padded for export (pad_tail): zeros past RGB
             residual = residual[:, :3]
-        return x + residual
+        return x + residual, f3
 
     def _deep(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(x) if self.config.deep_relu else x

@@ -64,6 +64,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gan-weight", type=float, default=0.0, help="LSGAN patch-discriminator weight (0: off)")
     p.add_argument("--fm-weight", type=float, default=0.0, help="discriminator feature-matching weight")
     p.add_argument("--d-lr", type=float, default=2e-4, help="discriminator learning rate")
+    p.add_argument(
+        "--teacher-cache",
+        type=Path,
+        default=None,
+        help="a training.distill cache: every batch is drawn from its patches (with or without the teacher's terms)",
+    )
+    p.add_argument("--distill-weight", type=float, default=0.0, help="L1 to the cached teacher output")
+    p.add_argument(
+        "--feature-weight",
+        type=float,
+        default=0.0,
+        help="relative MSE from the body features (through a 1x1 adapter) to the teacher's",
+    )
     p.add_argument("--widths", default="16,32,64,96")
     p.add_argument("--blocks", type=int, default=3)
     p.add_argument(
@@ -139,6 +152,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--widen grows a trained net: it needs --resume and --weights-only")
     if args.revive_dead and not (args.resume and args.weights_only):
         p.error("--revive-dead changes a trained net: it needs --resume and --weights-only")
+    if (args.distill_weight > 0 or args.feature_weight > 0) and args.teacher_cache is None:
+        p.error("--distill-weight and --feature-weight need --teacher-cache")
     if args.revive_deep and not (args.resume and args.weights_only):
         p.error("--revive-deep restarts part of a trained net: it needs --resume and --weights-only")
     if (args.add_blocks or args.add_quarter_blocks) and not (args.resume and args.weights_only):
@@ -283,6 +298,23 @@ def train(args: argparse.Namespace, sampler: PatchSampler | None = None) -> Path
 
             disc.load_state_dict(load_file(str(disc_path)))
 
+    cache = None
+    adapter: torch.nn.Module | None = None
+    a_optimizer: torch.optim.Optimizer | None = None
+    if args.teacher_cache is not None:
+        # Imported here: training.distill builds its cache with this module's make_batch.
+        from .distill import feature_adapter, open_cache
+
+        cache = open_cache(args.teacher_cache)
+        if args.feature_weight > 0:
+            adapter = feature_adapter(net.widths[3], cache.body_channels)
+            a_optimizer = torch.optim.AdamW(adapter.parameters(), lr=args.lr, weight_decay=0.0)
+            adapter_path = resume_path.with_name(resume_path.stem + ".adapter.safetensors") if resume_path else None
+            if adapter_path is not None and adapter_path.exists():
+                from safetensors.torch import load_file
+
+                adapter.load_state_dict(load_file(str(adapter_path)))
+
     if sampler is None:
         sampler = PatchSampler.from_dir(
             args.data_dir,
@@ -320,6 +352,7 @@ def train(args: argparse.Namespace, sampler: PatchSampler | None = None) -> Path
             "faces": len(sampler.face_files),
             "revived_channels": revived,
             "hq_faces": len(sampler.hq_images),
+            "teacher_cache": cache.meta if cache is not None else None,
             "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         }
     )
@@ -350,10 +383,18 @@ def train(args: argparse.Namespace, sampler: PatchSampler | None = None) -> Path
                 {k: v.contiguous() for k, v in disc.state_dict().items()},
                 str(path.with_name(path.stem + ".disc.safetensors")),
             )
+        if adapter is not None:
+            from safetensors.torch import save_file
+
+            save_file(
+                {k: v.contiguous() for k, v in adapter.state_dict().items()},
+                str(path.with_name(path.stem + ".adapter.safetensors")),
+            )
         for old in sorted(run_dir.glob("ckpt-???????.safetensors"))[: -args.keep_ckpts]:
             old.unlink(missing_ok=True)
             old.with_suffix(".json").unlink(missing_ok=True)
             old.with_name(old.stem + ".disc.safetensors").unlink(missing_ok=True)
+            old.with_name(old.stem + ".adapter.safetensors").unlink(missing_ok=True)
         write({"event": "checkpoint", "step": step, "path": str(path)})
         return path
 
@@ -373,22 +414,37 @@ def train(args: argparse.Namespace, sampler: PatchSampler | None = None) -> Path
             g["lr"] = lr
         # Seeded by step: a resumed run sees the same batches it would have seen.
         rng = np.random.default_rng([args.seed, step])
-        x, y = make_batch(
-            sampler,
-            rng,
-            args.batch,
-            args.light_fraction,
-            args.degradations,
-            args.face_scale_from,
-            (args.face_scale_min, args.face_scale_max),
-        )
-        out = model.native(x)
+        if cache is not None:
+            x, y, teacher_out, teacher_body = cache.batch(rng, args.batch)
+        else:
+            x, y = make_batch(
+                sampler,
+                rng,
+                args.batch,
+                args.light_fraction,
+                args.degradations,
+                args.face_scale_from,
+                (args.face_scale_min, args.face_scale_max),
+            )
+        out, body = model.native_with_body(x)
         loss, parts = restoration_loss(out, y, args.ssim_weight, args.fft_weight, args.detail_weight)
+        if cache is not None and args.distill_weight > 0:
+            kd = (out - teacher_out).abs().mean()
+            loss = loss + args.distill_weight * kd
+            parts["kd"] = kd.item()
+        if adapter is not None:
+            from .distill import feature_loss
+
+            feat = feature_loss(adapter(body), teacher_body)
+            loss = loss + args.feature_weight * feat
+            parts["feat"] = feat.item()
         if disc is not None and d_optimizer is not None:
             adv, fm = generator_losses(disc, y, out)
             loss = loss + args.gan_weight * adv + args.fm_weight * fm
             parts.update({"g_adv": adv.item(), "fm": fm.item()})
         optimizer.zero_grad(set_to_none=True)
+        if a_optimizer is not None:
+            a_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if disc is not None and d_optimizer is not None:
             d_optimizer.zero_grad(set_to_none=True)  # drops what the generator's loss left on D
@@ -398,6 +454,8 @@ def train(args: argparse.Namespace, sampler: PatchSampler | None = None) -> Path
             parts["d"] = d_loss.item()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
+        if a_optimizer is not None:
+            a_optimizer.step()
         if ema is not None:
             with torch.no_grad():
                 for k, v in model.state_dict().items():
