@@ -108,6 +108,18 @@ def test_evaluation_scores_see_blur_noise_and_a_colour_cast() -> None:
     assert scores(warm, clean)["colour_shift"] > 2.0  # a cast a person would see
 
 
+def test_evaluation_labels_keep_two_versions_of_one_model_apart() -> None:
+    """Comparing shipped and candidate exports in one run gives each its own row."""
+    from training.evaluate import model_labels
+
+    shipped, candidate = Path("assets/models/restora-lite-int8.onnx"), Path("/tmp/v7/restora-lite-int8.onnx")
+    other = Path("assets/models/gfpgan.onnx")
+    labels = model_labels([shipped, candidate, other])
+    assert labels == {"models/restora-lite-int8": shipped, "v7/restora-lite-int8": candidate, "gfpgan": other}
+    with pytest.raises(ValueError, match="distinct"):
+        model_labels([shipped, Path("elsewhere/models/restora-lite-int8.onnx")])
+
+
 @needs_torch
 @pytest.mark.parametrize("size", [128, 512])
 def test_network_keeps_the_shape_and_starts_as_identity(size: int) -> None:

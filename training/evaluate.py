@@ -161,6 +161,17 @@ def markdown_table(result: dict[str, dict[str, dict[str, float]]]) -> str:
     return "\n".join(lines)
 
 
+def model_labels(paths: list[Path]) -> dict[str, Path]:
+    """A table label per model: its file stem, or ``folder/stem`` where stems repeat, so that two
+    versions of one model compared in one run (``assets/models/x.onnx`` vs ``/tmp/v7/x.onnx``) do not
+    overwrite each other's rows."""
+    stems = [p.stem for p in paths]
+    labels = {(p.stem if stems.count(p.stem) == 1 else f"{p.parent.name}/{p.stem}"): p for p in paths}
+    if len(labels) != len(paths):
+        raise ValueError("two --model paths share both folder and file name; give each a distinct one")
+    return labels
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n")[0])
     p.add_argument("--model", type=Path, action="append", default=[], help="an ONNX restorer (repeatable)")
@@ -179,7 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     faces = eval_face_files(args.data_dir)
     if args.limit:
         faces = faces[: args.limit]
-    sessions = {path.stem: make_session(path, args.threads) for path in args.model}
+    try:
+        labelled = model_labels(args.model)
+    except ValueError as exc:
+        p.error(str(exc))
+    sessions = {label: make_session(path, args.threads) for label, path in labelled.items()}
     methods: dict[str, Restorer] = {} if args.no_classical else {"classical": classical}
     methods.update({name: onnx_restorer(s) for name, s in sessions.items()})
     if args.checkpoint:
