@@ -218,16 +218,24 @@ def _decode(handle: IO[bytes], source: Path, max_pixels: int) -> Image:
                 what = "pages" if source_format == "TIFF" else "frames"
                 kind = "multi-page" if source_format == "TIFF" else "animated"
                 warnings.append(f"{kind} {source_format}: only the first of {frames} {what} was restored")
-            im.load()
+            # Big JPEGs go straight to libjpeg-turbo; Pillow decodes only if that fails. Loading
+            # through Pillow first would decode the photo twice and hold its 4-byte-per-pixel copy
+            # (190 MB at 48 MP) beside the array.
+            direct = _decode_big_jpeg(handle, im, source_format)
+            if direct is None:
+                im.load()
         except PIL.Image.DecompressionBombError as error:
             raise ImageTooLargeError(f"{source}: {_one_line(error)}") from None
         except Exception as error:  # every decoder failure becomes one ImageError
             raise ImageError(f"{source}: {_decode_failure(source_format, error)}") from error
 
-        exif = _exif_of(im, source_format)
+        exif = _exif_of(im, source_format)  # JPEG's APP segments are read with the header
         icc = im.info.get("icc_profile") or None
         orientation = _orientation_of(im)
-        pixels, alpha, icc = _pixels_of(im, handle, source_format, icc, warnings)
+        if direct is not None:
+            pixels, alpha = direct, None
+        else:
+            pixels, alpha, icc = _pixels_of(im, handle, source_format, icc, warnings)
         mode = im.mode
 
     upright = _UPRIGHT.get(orientation)
@@ -297,11 +305,6 @@ def _pixels_of(
     mode = im.mode
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         return _expand_gray(_gray_to_uint16(np.asarray(im), warnings)), None, icc
-    if source_format == "JPEG" and mode in ("L", "RGB") and im.width * im.height > _BIG_JPEG_PIXELS:
-        handle.seek(0)
-        decoded = _decode_big_jpeg(handle.read(), mode)
-        if decoded is not None:
-            return decoded, None, icc
     if mode in ("1", "L"):
         return _expand_gray(np.asarray(im.convert("L"))), None, icc
     if mode in ("LA", "La"):
@@ -319,19 +322,23 @@ def _pixels_of(
     return np.asarray(im.convert("RGB")), None, icc
 
 
-def _decode_big_jpeg(data: bytes, mode: str) -> np.ndarray | None:
-    """RGB pixels of a baseline/progressive JPEG, decoded into one writable array, or None.
+def _decode_big_jpeg(handle: IO[bytes], im: PIL.Image.Image, source_format: str) -> np.ndarray | None:
+    """RGB pixels of a big RGB or gray JPEG, decoded into one writable array; None for anything else.
 
     The same libjpeg-turbo settings as Pillow's (accurate DCT, smooth chroma upsampling), so the
     pixels are Pillow's. None (a damaged file, say) sends it down Pillow's path and its errors.
     """
+    if source_format != "JPEG" or im.mode not in ("L", "RGB") or im.width * im.height <= _BIG_JPEG_PIXELS:
+        return None
     import simplejpeg
 
+    handle.seek(0)
+    gray = im.mode == "L"
     try:
-        pixels = simplejpeg.decode_jpeg(data, colorspace="GRAY" if mode == "L" else "RGB", strict=True)
+        pixels = simplejpeg.decode_jpeg(handle.read(), colorspace="GRAY" if gray else "RGB", strict=True)
     except ValueError:
         return None
-    return _expand_gray(pixels[..., 0]) if mode == "L" else pixels
+    return _expand_gray(pixels[..., 0]) if gray else pixels
 
 
 def _big_jpeg_bytes(array: np.ndarray, quality: int, exif: bytes | None, icc: bytes | None) -> bytes:
