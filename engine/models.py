@@ -49,6 +49,7 @@ CHANNEL_ORDERS = ("rgb", "bgr")
 MANIFEST_VERSION = 1
 USER_MANIFEST = "user.json"
 MODEL_DIR_ENV = "RESTORA_MODEL_DIR"
+CACHE_DIR_ENV = "RESTORA_CACHE_DIR"
 
 
 def _assets_dir() -> Path:
@@ -73,6 +74,15 @@ def user_model_dir() -> Path:
     if override:
         return Path(override).expanduser()
     return platformdirs.user_data_path("restora") / "models"
+
+
+def user_cache_dir() -> Path:
+    """Files Restora can rebuild (rewritten detector graphs): ``$RESTORA_CACHE_DIR`` or the
+    platform's user cache folder. Deleting it costs only the next start's rebuild."""
+    override = os.environ.get(CACHE_DIR_ENV)
+    if override:
+        return Path(override).expanduser()
+    return platformdirs.user_cache_path("restora")
 
 
 @dataclass(frozen=True)

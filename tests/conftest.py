@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-# Tests never touch the real user's model folder, and Qt never needs a display.
+# Tests never touch the real user's model or cache folder, and Qt never needs a display.
 _USER_MODELS = tempfile.mkdtemp(prefix="restora-test-models-")
 os.environ["RESTORA_MODEL_DIR"] = _USER_MODELS
+os.environ["RESTORA_CACHE_DIR"] = tempfile.mkdtemp(prefix="restora-test-cache-")
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"

@@ -409,10 +409,57 @@ def test_mtcnn_rewrite_leaves_the_graph_as_it_is_without_the_onnx_package(
 
     graph = model_paths(SPECS["mtcnn"])["pnet"].read_bytes()
     monkeypatch.setitem(sys.modules, "onnx", None)  # what an excluded package looks like to import
+    monkeypatch.setenv("RESTORA_CACHE_DIR", str(tmp_path / "cold-cache"))  # nothing rewritten yet
     monkeypatch.setattr(mtcnn, "PREBUILT_DIR", tmp_path)
     assert mtcnn.prelu_as_elementwise(graph) is graph
     session = make_session(mtcnn.prelu_as_elementwise(graph))
     assert [i.name for i in session.get_inputs()]
+
+
+def test_mtcnn_rewrites_are_cached_so_later_starts_need_no_onnx(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, astronaut_rgb: np.ndarray
+) -> None:
+    """The first start rewrites the graphs and stores them; later ones read them back without
+    importing onnx (about a second of every start); a damaged stored file is rebuilt, not used."""
+    import hashlib
+    import sys
+
+    from engine.detectors import mtcnn
+
+    monkeypatch.setenv("RESTORA_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(mtcnn, "PREBUILT_DIR", tmp_path / "no-build-graphs")
+    paths = model_paths(SPECS["mtcnn"])
+    graphs = {role: path.read_bytes() for role, path in paths.items()}
+    first = {role: mtcnn.prelu_as_elementwise(graph) for role, graph in graphs.items()}
+    stored = sorted(mtcnn.rewrite_cache_dir().glob("*.onnx"))
+    assert len(stored) == 3 and all(first[r] != graphs[r] for r in graphs)
+
+    monkeypatch.setitem(sys.modules, "onnx", None)  # a later start: onnx is never imported
+    again = {role: mtcnn.prelu_as_elementwise(graph) for role, graph in graphs.items()}
+    assert again == first
+    detector = mtcnn.MTCNNDetector(*(make_session(again[r]) for r in ("pnet", "rnet", "onet")), min_face=20)
+    assert len(detector.detect(astronaut_rgb)) == 1
+
+    # One stored file damaged: it no longer matches its name, so it is not used...
+    pnet_file = next(p for p in stored if p.name.startswith(hashlib.sha256(graphs["pnet"]).hexdigest()))
+    pnet_file.write_bytes(pnet_file.read_bytes()[:-10])
+    assert mtcnn.prelu_as_elementwise(graphs["pnet"]) == graphs["pnet"]  # (no onnx here: as shipped)
+    monkeypatch.delitem(sys.modules, "onnx")
+    # ...and with onnx, the rewrite is made again and stored whole.
+    assert mtcnn.prelu_as_elementwise(graphs["pnet"]) == first["pnet"]
+    assert any(p.read_bytes() == first["pnet"] for p in mtcnn.rewrite_cache_dir().glob("*.onnx"))
+
+
+def test_mtcnn_loads_when_its_cache_folder_cannot_be_written(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A cache path that is a file (or read-only) costs the rewrite each start, never an error."""
+    from engine.detectors import mtcnn
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("RESTORA_CACHE_DIR", str(blocker))
+    graph = model_paths(SPECS["mtcnn"])["onet"].read_bytes()
+    rewritten = mtcnn.prelu_as_elementwise(graph)
+    assert rewritten != graph and [i.name for i in make_session(rewritten).get_inputs()]
 
 
 def test_packaged_app_runs_the_rewritten_graphs_made_at_build_time(
@@ -428,6 +475,7 @@ def test_packaged_app_runs_the_rewritten_graphs_made_at_build_time(
     for graph in graphs.values():  # what build.spec's prebuilt_mtcnn_graphs writes
         (tmp_path / mtcnn.prebuilt_name(graph)).write_bytes(mtcnn.prelu_as_elementwise(graph))
     monkeypatch.setitem(sys.modules, "onnx", None)
+    monkeypatch.setenv("RESTORA_CACHE_DIR", str(tmp_path / "cold-cache"))  # nothing rewritten yet
     monkeypatch.setattr(mtcnn, "PREBUILT_DIR", tmp_path)
     loaded = {role: mtcnn.prelu_as_elementwise(graph) for role, graph in graphs.items()}
     for role, graph in graphs.items():

@@ -31,9 +31,10 @@ from engine.detectors.base import (
     resize_to_side,
     single_input,
 )
-from engine.errors import ModelFormatError
+from engine.errors import ModelFormatError, OutputError
 from engine.faces import Face
-from engine.models import ASSETS_DIR, ModelSpec
+from engine.imageio import atomic_write_bytes
+from engine.models import ASSETS_DIR, ModelSpec, user_cache_dir
 from engine.resample import pillow_filter, resize
 
 _PNET_CELL = 12  # P-Net's window, in pixels of a pyramid level
@@ -42,6 +43,7 @@ _PNET_STRIP_PIXELS = 1 << 17  # input pixels per P-Net call: bounds the arena (6
 # prelu_as_elementwise's results made at build time (build.spec), for the packaged app, which has
 # no onnx package to make them at load time. Empty or absent in a source checkout.
 PREBUILT_DIR = ASSETS_DIR.parent / "prebuilt"
+REWRITE_VERSION = 1  # of prelu_as_elementwise's output, in its disk cache's folder name
 
 
 class MTCNNDetector:
@@ -260,17 +262,28 @@ def prelu_as_elementwise(graph: bytes, name: str = "model") -> bytes:
     not). onnxruntime runs PRelu outside its blocked convolution layout and slowly; these three
     plain elementwise ops it runs inside it. Measured on this 2-core CPU, 2 threads, outputs equal
     to 1e-6: P-Net on a 480 x 360 level 16.9 -> 12.1 ms, O-Net on 35 crops 15.0 -> 10.3 ms, R-Net on
-    225 crops about a third faster.
+    225 crops about a third faster. Results are kept in ``rewrite_cache_dir()``, so only the first
+    start after installing (or changing) a graph imports onnx.
     """
-    try:  # here, not at the top: only building MTCNN needs it (17 MB once imported)
-        import onnx
-        from onnx import helper, numpy_helper
+    cached = _cached_rewrite(graph)
+    if cached is not None:
+        return cached
+    try:  # here, not at the top: only building MTCNN needs it (17 MB and about a second to import)
+        import onnx  # noqa: F401
     except ImportError:
         # The packaged app leaves the onnx package (31 MB) out of its 200 MB budget: build.spec
         # ships this function's results, named by the input's sha256; without them the graphs
         # run as shipped, slower but with the same results.
         prebuilt = PREBUILT_DIR / prebuilt_name(graph)
         return prebuilt.read_bytes() if prebuilt.is_file() else graph
+    rewritten = _rewrite_prelu(graph, name)
+    _store_rewrite(graph, rewritten)
+    return rewritten
+
+
+def _rewrite_prelu(graph: bytes, name: str) -> bytes:
+    import onnx
+    from onnx import helper, numpy_helper
 
     try:
         model = onnx.load_from_string(graph)
@@ -304,6 +317,39 @@ def prelu_as_elementwise(graph: bytes, name: str = "model") -> bytes:
     for init in unused:
         model.graph.initializer.remove(init)
     return model.SerializeToString()
+
+
+def rewrite_cache_dir() -> Path:
+    """Where prelu_as_elementwise keeps its results, so that later starts skip importing onnx (about
+    1 s of every CLI run and app start, measured: ``python -X importtime -c "import onnx"``, most of
+    it ml_dtypes). The version names the rewrite: change it when the rewrite changes."""
+    return user_cache_dir() / f"mtcnn-elementwise-v{REWRITE_VERSION}"
+
+
+def _cached_rewrite(graph: bytes) -> bytes | None:
+    """The stored rewrite of ``graph``, or None. Each file is named ``<input sha256>-<its own
+    sha256>.onnx``; one whose content does not match its name (a damaged disk, an edit) is ignored."""
+    source = hashlib.sha256(graph).hexdigest()
+    try:
+        candidates = sorted(rewrite_cache_dir().glob(f"{source}-*.onnx"))
+        for path in candidates:
+            data = path.read_bytes()
+            if path.stem == f"{source}-{hashlib.sha256(data).hexdigest()}":
+                return data
+    except OSError:  # an unreadable cache is a cold cache
+        return None
+    return None
+
+
+def _store_rewrite(graph: bytes, rewritten: bytes) -> None:
+    """Best effort: a read-only or full disk only means the next start rewrites the graph again."""
+    folder = rewrite_cache_dir()
+    name = f"{hashlib.sha256(graph).hexdigest()}-{hashlib.sha256(rewritten).hexdigest()}.onnx"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(folder / name, rewritten)
+    except (OSError, OutputError):
+        pass
 
 
 def prebuilt_name(graph: bytes) -> str:
