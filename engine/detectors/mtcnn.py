@@ -265,7 +265,8 @@ def prelu_as_elementwise(graph: bytes, name: str = "model") -> bytes:
     225 crops about a third faster. Results are kept in ``rewrite_cache_dir()``, so only the first
     start after installing (or changing) a graph imports onnx.
     """
-    cached = _cached_rewrite(graph)
+    source = hashlib.sha256(graph).hexdigest()
+    cached = _cached_rewrite(source)
     if cached is not None:
         return cached
     try:  # here, not at the top: only building MTCNN needs it (17 MB and about a second to import)
@@ -277,7 +278,7 @@ def prelu_as_elementwise(graph: bytes, name: str = "model") -> bytes:
         prebuilt = PREBUILT_DIR / prebuilt_name(graph)
         return prebuilt.read_bytes() if prebuilt.is_file() else graph
     rewritten = _rewrite_prelu(graph, name)
-    _store_rewrite(graph, rewritten)
+    _store_rewrite(source, rewritten)
     return rewritten
 
 
@@ -320,16 +321,16 @@ def _rewrite_prelu(graph: bytes, name: str) -> bytes:
 
 
 def rewrite_cache_dir() -> Path:
-    """Where prelu_as_elementwise keeps its results, so that later starts skip importing onnx (about
-    1 s of every CLI run and app start, measured: ``python -X importtime -c "import onnx"``, most of
+    """Where prelu_as_elementwise keeps its results, so that later starts skip importing onnx (1-2 s
+    of every CLI run and app start here, measured: ``python -X importtime -c "import onnx"``, most of
     it ml_dtypes). The version names the rewrite: change it when the rewrite changes."""
     return user_cache_dir() / f"mtcnn-elementwise-v{REWRITE_VERSION}"
 
 
-def _cached_rewrite(graph: bytes) -> bytes | None:
-    """The stored rewrite of ``graph``, or None. Each file is named ``<input sha256>-<its own
-    sha256>.onnx``; one whose content does not match its name (a damaged disk, an edit) is ignored."""
-    source = hashlib.sha256(graph).hexdigest()
+def _cached_rewrite(source: str) -> bytes | None:
+    """The stored rewrite of the graph whose sha256 is ``source``, or None. Each file is named
+    ``<input sha256>-<its own sha256>.onnx``; one whose content does not match its name (a damaged
+    disk, an edit) is ignored."""
     try:
         candidates = sorted(rewrite_cache_dir().glob(f"{source}-*.onnx"))
         for path in candidates:
@@ -341,10 +342,10 @@ def _cached_rewrite(graph: bytes) -> bytes | None:
     return None
 
 
-def _store_rewrite(graph: bytes, rewritten: bytes) -> None:
+def _store_rewrite(source: str, rewritten: bytes) -> None:
     """Best effort: a read-only or full disk only means the next start rewrites the graph again."""
     folder = rewrite_cache_dir()
-    name = f"{hashlib.sha256(graph).hexdigest()}-{hashlib.sha256(rewritten).hexdigest()}.onnx"
+    name = f"{source}-{hashlib.sha256(rewritten).hexdigest()}.onnx"
     try:
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(folder / name, rewritten)
