@@ -134,16 +134,24 @@ def warp_affine_premultiplied(rgba: np.ndarray, matrix: np.ndarray, size: tuple[
     4-byte pixels costs what an RGB warp does (Pillow stores RGB in 4 bytes too), so a crop and its
     paste mask warp for the price of the crop alone.
     """
+    warped = warp_premultiplied_image(rgba, matrix, size)
+    if warped is None:
+        return np.zeros((int(size[1]), int(size[0]), 4), np.uint8)
+    return np.asarray(warped)
+
+
+def warp_premultiplied_image(rgba: np.ndarray, matrix: np.ndarray, size: tuple[int, int]) -> Image.Image | None:
+    """``warp_affine_premultiplied`` as the Pillow "RGBa" image it makes (None: the footprint misses
+    the source, so every pixel is transparent), for callers that composite it in Pillow."""
     width, height = int(size[0]), int(size[1])
     if rgba.dtype != np.uint8 or rgba.ndim != 3 or rgba.shape[2] != 4:
         raise ValueError(f"expected (H, W, 4) uint8, got {rgba.shape} {rgba.dtype}")
     plan = _warp_plan(rgba, matrix, width, height, "constant", 0.0)
     if plan is None:
-        return np.zeros((height, width, 4), np.uint8)
+        return None
     window, data = plan
     image = Image.fromarray(np.ascontiguousarray(window)).convert("RGBa")
-    warped = image.transform((width, height), Image.Transform.AFFINE, data, resample=Image.Resampling.BILINEAR)
-    return np.asarray(warped)
+    return image.transform((width, height), Image.Transform.AFFINE, data, resample=Image.Resampling.BILINEAR)
 
 
 def _warp_plan(

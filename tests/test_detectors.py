@@ -242,18 +242,21 @@ def test_mtcnn_max_side_gives_the_same_face_in_full_coordinates(astronaut_rgb: n
     check_landmarks(faces[0])
 
 
-def test_mtcnn_without_prelu_finds_the_same_faces(astronaut_rgb: np.ndarray) -> None:
-    """The shipped nets run with PRelu rewritten as elementwise ops: same faces, same scores."""
+def test_mtcnn_rewritten_for_cpu_finds_the_same_faces(astronaut_rgb: np.ndarray) -> None:
+    """The shipped nets run with PRelu rewritten as elementwise ops and P-Net's softmax as a sigmoid:
+    same faces, same scores."""
     import onnx
 
     from engine.bench import make_photo
-    from engine.detectors.mtcnn import MTCNNDetector, prelu_as_elementwise
+    from engine.detectors.mtcnn import MTCNNDetector, rewrite_for_cpu
 
     paths = model_paths(SPECS["mtcnn"])
-    rewritten = {role: prelu_as_elementwise(path.read_bytes()) for role, path in paths.items()}
-    for graph in rewritten.values():
+    rewritten = {role: rewrite_for_cpu(path.read_bytes()) for role, path in paths.items()}
+    for role, graph in rewritten.items():
         ops = {node.op_type for node in onnx.load_from_string(graph).graph.node}
         assert "PRelu" not in ops and {"Min", "Mul", "Add"} <= ops
+        # P-Net's score map: a sigmoid of logit differences; R-Net and O-Net keep their (N, 2) softmax.
+        assert ("Softmax" not in ops and "Sigmoid" in ops) if role == "pnet" else "Softmax" in ops
     original = MTCNNDetector(*(make_session(paths[r]) for r in ("pnet", "rnet", "onet")), min_face=20)
     fast = MTCNNDetector(*(make_session(rewritten[r]) for r in ("pnet", "rnet", "onet")), min_face=20)
     group = make_photo(0.5, 5)  # five astronaut faces of several sizes
@@ -266,10 +269,10 @@ def test_mtcnn_without_prelu_finds_the_same_faces(astronaut_rgb: np.ndarray) -> 
 
 
 def test_mtcnn_rewrite_rejects_bytes_that_are_not_onnx() -> None:
-    from engine.detectors.mtcnn import prelu_as_elementwise
+    from engine.detectors.mtcnn import rewrite_for_cpu
 
     with pytest.raises(ModelFormatError, match=r"pnet\.onnx\) is not an ONNX graph"):
-        prelu_as_elementwise(b"\x00not a protobuf\xff" * 8, "mtcnn pnet (pnet.onnx)")
+        rewrite_for_cpu(b"\x00not a protobuf\xff" * 8, "mtcnn pnet (pnet.onnx)")
 
 
 def test_detector_is_thread_safe(astronaut_rgb: np.ndarray) -> None:
@@ -411,8 +414,8 @@ def test_mtcnn_rewrite_leaves_the_graph_as_it_is_without_the_onnx_package(
     monkeypatch.setitem(sys.modules, "onnx", None)  # what an excluded package looks like to import
     monkeypatch.setenv("RESTORA_CACHE_DIR", str(tmp_path / "cold-cache"))  # nothing rewritten yet
     monkeypatch.setattr(mtcnn, "PREBUILT_DIR", tmp_path)
-    assert mtcnn.prelu_as_elementwise(graph) is graph
-    session = make_session(mtcnn.prelu_as_elementwise(graph))
+    assert mtcnn.rewrite_for_cpu(graph) is graph
+    session = make_session(mtcnn.rewrite_for_cpu(graph))
     assert [i.name for i in session.get_inputs()]
 
 
@@ -430,12 +433,12 @@ def test_mtcnn_rewrites_are_cached_so_later_starts_need_no_onnx(
     monkeypatch.setattr(mtcnn, "PREBUILT_DIR", tmp_path / "no-build-graphs")
     paths = model_paths(SPECS["mtcnn"])
     graphs = {role: path.read_bytes() for role, path in paths.items()}
-    first = {role: mtcnn.prelu_as_elementwise(graph) for role, graph in graphs.items()}
+    first = {role: mtcnn.rewrite_for_cpu(graph) for role, graph in graphs.items()}
     stored = sorted(mtcnn.rewrite_cache_dir().glob("*.onnx"))
     assert len(stored) == 3 and all(first[r] != graphs[r] for r in graphs)
 
     monkeypatch.setitem(sys.modules, "onnx", None)  # a later start: onnx is never imported
-    again = {role: mtcnn.prelu_as_elementwise(graph) for role, graph in graphs.items()}
+    again = {role: mtcnn.rewrite_for_cpu(graph) for role, graph in graphs.items()}
     assert again == first
     detector = mtcnn.MTCNNDetector(*(make_session(again[r]) for r in ("pnet", "rnet", "onet")), min_face=20)
     assert len(detector.detect(astronaut_rgb)) == 1
@@ -443,10 +446,10 @@ def test_mtcnn_rewrites_are_cached_so_later_starts_need_no_onnx(
     # One stored file damaged: it no longer matches its name, so it is not used...
     pnet_file = next(p for p in stored if p.name.startswith(hashlib.sha256(graphs["pnet"]).hexdigest()))
     pnet_file.write_bytes(pnet_file.read_bytes()[:-10])
-    assert mtcnn.prelu_as_elementwise(graphs["pnet"]) == graphs["pnet"]  # (no onnx here: as shipped)
+    assert mtcnn.rewrite_for_cpu(graphs["pnet"]) == graphs["pnet"]  # (no onnx here: as shipped)
     monkeypatch.delitem(sys.modules, "onnx")
     # ...and with onnx, the rewrite is made again and stored whole.
-    assert mtcnn.prelu_as_elementwise(graphs["pnet"]) == first["pnet"]
+    assert mtcnn.rewrite_for_cpu(graphs["pnet"]) == first["pnet"]
     assert any(p.read_bytes() == first["pnet"] for p in mtcnn.rewrite_cache_dir().glob("*.onnx"))
 
 
@@ -458,14 +461,14 @@ def test_mtcnn_loads_when_its_cache_folder_cannot_be_written(monkeypatch: pytest
     blocker.write_text("")
     monkeypatch.setenv("RESTORA_CACHE_DIR", str(blocker))
     graph = model_paths(SPECS["mtcnn"])["onet"].read_bytes()
-    rewritten = mtcnn.prelu_as_elementwise(graph)
+    rewritten = mtcnn.rewrite_for_cpu(graph)
     assert rewritten != graph and [i.name for i in make_session(rewritten).get_inputs()]
 
 
 def test_packaged_app_runs_the_rewritten_graphs_made_at_build_time(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, astronaut_rgb: np.ndarray
 ) -> None:
-    """build.spec ships prelu_as_elementwise's results; the app, with no onnx package, loads those."""
+    """build.spec ships rewrite_for_cpu's results; the app, with no onnx package, loads those."""
     import sys
 
     from engine.detectors import mtcnn
@@ -473,11 +476,11 @@ def test_packaged_app_runs_the_rewritten_graphs_made_at_build_time(
     paths = model_paths(SPECS["mtcnn"])
     graphs = {role: path.read_bytes() for role, path in paths.items()}
     for graph in graphs.values():  # what build.spec's prebuilt_mtcnn_graphs writes
-        (tmp_path / mtcnn.prebuilt_name(graph)).write_bytes(mtcnn.prelu_as_elementwise(graph))
+        (tmp_path / mtcnn.prebuilt_name(graph)).write_bytes(mtcnn.rewrite_for_cpu(graph))
     monkeypatch.setitem(sys.modules, "onnx", None)
     monkeypatch.setenv("RESTORA_CACHE_DIR", str(tmp_path / "cold-cache"))  # nothing rewritten yet
     monkeypatch.setattr(mtcnn, "PREBUILT_DIR", tmp_path)
-    loaded = {role: mtcnn.prelu_as_elementwise(graph) for role, graph in graphs.items()}
+    loaded = {role: mtcnn.rewrite_for_cpu(graph) for role, graph in graphs.items()}
     for role, graph in graphs.items():
         assert loaded[role] == (tmp_path / mtcnn.prebuilt_name(graph)).read_bytes() != graph
     detector = mtcnn.MTCNNDetector(*(make_session(loaded[r]) for r in ("pnet", "rnet", "onet")), min_face=20)
@@ -486,6 +489,6 @@ def test_packaged_app_runs_the_rewritten_graphs_made_at_build_time(
     assert len(got) == len(expected) == 1
     assert np.allclose(got[0].box, expected[0].box, atol=0.05)
     # A graph the build did not see (another file, or a changed one) runs as it is.
-    assert mtcnn.prelu_as_elementwise(graphs["pnet"] + b"\x00") == graphs["pnet"] + b"\x00"
+    assert mtcnn.rewrite_for_cpu(graphs["pnet"] + b"\x00") == graphs["pnet"] + b"\x00"
 
 

@@ -13,7 +13,7 @@ import hashlib
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnxruntime as ort
@@ -37,13 +37,16 @@ from engine.imageio import atomic_write_bytes
 from engine.models import ASSETS_DIR, ModelSpec, user_cache_dir
 from engine.resample import pillow_filter, resize
 
+if TYPE_CHECKING:
+    import onnx
+
 _PNET_CELL = 12  # P-Net's window, in pixels of a pyramid level
 _PNET_STRIDE = 2
 _PNET_STRIP_PIXELS = 1 << 17  # input pixels per P-Net call: bounds the arena (60 MB kept, not 156 at 1 MP)
-# prelu_as_elementwise's results made at build time (build.spec), for the packaged app, which has
-# no onnx package to make them at load time. Empty or absent in a source checkout.
+# rewrite_for_cpu's results made at build time (build.spec), for the packaged app, which has no
+# onnx package to make them at load time. Empty or absent in a source checkout.
 PREBUILT_DIR = ASSETS_DIR.parent / "prebuilt"
-REWRITE_VERSION = 1  # of prelu_as_elementwise's output, in its disk cache's folder name
+REWRITE_VERSION = 2  # of rewrite_for_cpu's output, in its disk cache's folder name
 
 
 class MTCNNDetector:
@@ -107,9 +110,11 @@ class MTCNNDetector:
     def _stage_pnet(self, image: np.ndarray) -> np.ndarray:
         """Candidate square boxes (N, 4) in image pixels, from every pyramid level."""
         height, width = image.shape[:2]
-        transposed = np.ascontiguousarray(image.transpose(1, 0, 2))  # (W, H, 3): what P-Net expects
         found = []
-        level = transposed
+        # The pyramid stays in one Pillow image from the transpose to the last level, and each level
+        # comes out to numpy once: the same pixels as numpy's transposed copy resized level by level
+        # through resample.resize, in 5.9 instead of 10.3 ms at 640 x 480 (44.7 -> 35.5 at 1600 px).
+        level_image = PIL.Image.fromarray(np.ascontiguousarray(image)).transpose(PIL.Image.Transpose.TRANSPOSE)
         for scale in self.pyramid_scales(height, width):
             level_w, level_h = math.ceil(width * scale), math.ceil(height * scale)
             # Each level from the previous one: resampling a 0.7x step reads far fewer
@@ -117,8 +122,9 @@ class MTCNNDetector:
             # Pillow's antialiased bilinear, not its box filter: for these 0.7x steps the box
             # filter point-samples pixel centres (OpenCV's INTER_AREA weighs coverage), which
             # cost a 324 px face its O-Net score (0.98 -> 0.80) on ../shared/data/real.
-            level = resize(level, (level_h, level_w), "linear")
-            reg, prob = self._run_pnet(level)
+            level_image = level_image.resize((level_h, level_w), PIL.Image.Resampling.BILINEAR)
+            # (W, H, 3), x before y: what P-Net expects
+            reg, prob = self._run_pnet(np.asarray(level_image))
             # Outputs are transposed like the input: index [col, row].
             cols, rows = np.nonzero(prob[:, :, 1] >= self.thresholds[0])
             if cols.size == 0:
@@ -255,15 +261,14 @@ def _square(boxes: np.ndarray) -> np.ndarray:
     return np.concatenate([corner, corner + side], axis=1)
 
 
-def prelu_as_elementwise(graph: bytes, name: str = "model") -> bytes:
-    """The same network with every PRelu written as ``x + (slope - 1) * min(x, 0)``.
+def rewrite_for_cpu(graph: bytes, name: str = "model") -> bytes:
+    """The same network in ops that onnxruntime's CPU provider runs fast (``_rewrite_graph``).
 
-    Equal for any slope (MTCNN's are negative and above 1 in places, so ``max(x, slope * x)`` is
-    not). onnxruntime runs PRelu outside its blocked convolution layout and slowly; these three
-    plain elementwise ops it runs inside it. Measured on this 2-core CPU, 2 threads, outputs equal
-    to 1e-6: P-Net on a 480 x 360 level 16.9 -> 12.1 ms, O-Net on 35 crops 15.0 -> 10.3 ms, R-Net on
-    225 crops about a third faster. Results are kept in ``rewrite_cache_dir()``, so only the first
-    start after installing (or changing) a graph imports onnx.
+    Measured on a 2-core CPU, 2 threads: P-Net on a 480 x 360 level 16.9 -> 12.1 ms, O-Net on 35
+    crops 15.0 -> 10.3 ms, R-Net on 225 crops about a third faster (PRelu, 2026-12-02); P-Net 8.55
+    -> 7.80 ms more on another host (its softmax, 2026-12-04). Results are kept in
+    ``rewrite_cache_dir()``, so only the first start after installing (or changing) a graph imports
+    onnx.
     """
     source = hashlib.sha256(graph).hexdigest()
     cached = _cached_rewrite(source)
@@ -277,19 +282,36 @@ def prelu_as_elementwise(graph: bytes, name: str = "model") -> bytes:
         # run as shipped, slower but with the same results.
         prebuilt = PREBUILT_DIR / prebuilt_name(graph)
         return prebuilt.read_bytes() if prebuilt.is_file() else graph
-    rewritten = _rewrite_prelu(graph, name)
+    rewritten = _rewrite_graph(graph, name)
     _store_rewrite(source, rewritten)
     return rewritten
 
 
-def _rewrite_prelu(graph: bytes, name: str) -> bytes:
+def _rewrite_graph(graph: bytes, name: str) -> bytes:
+    """Two rewrites, each equal to the original up to float rounding (about 1e-6):
+
+    * every PRelu as ``x + (slope - 1) * min(x, 0)``: equal for any slope (MTCNN's are negative and
+      above 1 in places, so ``max(x, slope * x)`` is not). onnxruntime runs PRelu outside its blocked
+      convolution layout; these three elementwise ops it runs inside it.
+    * a two-class softmax over the channels of a 2-output conv (P-Net's face score map) as that
+      conv giving ``l0 - l1`` and ``l1 - l0``, then a sigmoid: ``softmax(l)[1] = sigmoid(l1 - l0)``.
+      onnxruntime fuses the sigmoid into the conv; its softmax over a last axis of 2 was 7 % of
+      P-Net's time.
+    """
     import onnx
-    from onnx import helper, numpy_helper
 
     try:
         model = onnx.load_from_string(graph)
     except Exception as error:  # protobuf's DecodeError and friends
         raise ModelFormatError(f"{name} is not an ONNX graph: {error}") from error
+    _prelu_as_elementwise(model)
+    _two_class_softmax_as_sigmoid(model)
+    return model.SerializeToString()
+
+
+def _prelu_as_elementwise(model: onnx.ModelProto) -> None:
+    from onnx import helper, numpy_helper
+
     initializers = {init.name: init for init in model.graph.initializer}
     nodes = []
     replaced: set[str] = set()
@@ -317,14 +339,67 @@ def _rewrite_prelu(graph: bytes, name: str) -> bytes:
     unused = [init for init in model.graph.initializer if init.name in replaced and init.name not in used]
     for init in unused:
         model.graph.initializer.remove(init)
-    return model.SerializeToString()
+
+
+def _two_class_softmax_as_sigmoid(model: onnx.ModelProto) -> None:
+    """Conv (2 outputs) -> Transpose (channels last) -> Softmax (last axis) becomes Conv (the two
+    logit differences) -> Sigmoid -> Transpose. Only that exact chain, each link read by the next
+    alone and the conv's weights constant; anything else is left as it is."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    initializers = {init.name: init for init in graph.initializer}
+    producer = {out: node for node in graph.node for out in node.output}
+    readers: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
+    graph_outputs = {o.name for o in graph.output}
+    for softmax in [n for n in graph.node if n.op_type == "Softmax"]:
+        transpose = producer.get(softmax.input[0])
+        if transpose is None or transpose.op_type != "Transpose":
+            continue
+        conv = producer.get(transpose.input[0])
+        if conv is None or conv.op_type != "Conv" or len(conv.input) != 3:
+            continue
+        perm = next((list(a.ints) for a in transpose.attribute if a.name == "perm"), [])
+        axis = next((a.i for a in softmax.attribute if a.name == "axis"), -1)
+        if not perm or perm[-1] != 1 or axis % len(perm) != len(perm) - 1:
+            continue
+        links = (conv.output[0], transpose.output[0])
+        if any(readers.get(link) != 1 or link in graph_outputs for link in links):
+            continue
+        if conv.input[1] not in initializers or conv.input[2] not in initializers:
+            continue
+        weight = numpy_helper.to_array(initializers[conv.input[1]]).astype(np.float64)
+        bias = numpy_helper.to_array(initializers[conv.input[2]]).astype(np.float64)
+        if weight.shape[0] != 2:
+            continue
+        old_parameters = (conv.input[1], conv.input[2])
+        prefix = f"{conv.name or 'conv'}_logit_difference"
+        graph.initializer.extend([
+            numpy_helper.from_array(np.stack([weight[0] - weight[1], weight[1] - weight[0]]).astype(np.float32),
+                                    f"{prefix}_weight"),
+            numpy_helper.from_array(np.array([bias[0] - bias[1], bias[1] - bias[0]], np.float32), f"{prefix}_bias"),
+        ])
+        conv.input[1], conv.input[2] = f"{prefix}_weight", f"{prefix}_bias"
+        conv.output[0] = f"{prefix}_output"
+        position = list(graph.node).index(conv)
+        graph.node.insert(position + 1, helper.make_node(
+            "Sigmoid", [f"{prefix}_output"], [transpose.input[0]], name=f"{prefix}_sigmoid"))
+        transpose.output[0] = softmax.output[0]
+        graph.node.remove(softmax)
+        used = {name for node in graph.node for name in node.input} | {i.name for i in graph.input}
+        for parameter in old_parameters:
+            if parameter not in used:
+                graph.initializer.remove(initializers[parameter])
 
 
 def rewrite_cache_dir() -> Path:
-    """Where prelu_as_elementwise keeps its results, so that later starts skip importing onnx (1-2 s
+    """Where rewrite_for_cpu keeps its results, so that later starts skip importing onnx (1-2 s
     of every CLI run and app start here, measured: ``python -X importtime -c "import onnx"``, most of
     it ml_dtypes). The version names the rewrite: change it when the rewrite changes."""
-    return user_cache_dir() / f"mtcnn-elementwise-v{REWRITE_VERSION}"
+    return user_cache_dir() / f"mtcnn-rewrite-v{REWRITE_VERSION}"
 
 
 def _cached_rewrite(source: str) -> bytes | None:
@@ -354,7 +429,7 @@ def _store_rewrite(source: str, rewritten: bytes) -> None:
 
 
 def prebuilt_name(graph: bytes) -> str:
-    """The file name of ``prelu_as_elementwise(graph)`` in PREBUILT_DIR: the source graph's sha256."""
+    """The file name of ``rewrite_for_cpu(graph)`` in PREBUILT_DIR: the source graph's sha256."""
     return f"{hashlib.sha256(graph).hexdigest()}.elementwise.onnx"
 
 
@@ -363,7 +438,7 @@ def mtcnn_from_spec(spec: ModelSpec, paths: Mapping[str, Path], make_session: Ma
 
     def session(role: str) -> ort.InferenceSession:
         path = require_path(paths, role, spec.name)
-        return make_session(prelu_as_elementwise(path.read_bytes(), f"{spec.name} {role} ({path.name})"))
+        return make_session(rewrite_for_cpu(path.read_bytes(), f"{spec.name} {role} ({path.name})"))
 
     thresholds = options.get("thresholds", (0.6, 0.7, 0.7))
     if not isinstance(thresholds, list | tuple) or len(thresholds) != 3:
