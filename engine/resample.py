@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -134,24 +135,64 @@ def warp_affine_premultiplied(rgba: np.ndarray, matrix: np.ndarray, size: tuple[
     4-byte pixels costs what an RGB warp does (Pillow stores RGB in 4 bytes too), so a crop and its
     paste mask warp for the price of the crop alone.
     """
-    warped = warp_premultiplied_image(rgba, matrix, size)
+    if rgba.dtype != np.uint8 or rgba.ndim != 3 or rgba.shape[2] != 4:
+        raise ValueError(f"expected (H, W, 4) uint8, got {rgba.shape} {rgba.dtype}")
+    warped = warp_premultiplied(premultiply(rgba[..., :3], rgba[..., 3]), matrix, size)
     if warped is None:
         return np.zeros((int(size[1]), int(size[0]), 4), np.uint8)
     return np.asarray(warped)
 
 
-def warp_premultiplied_image(rgba: np.ndarray, matrix: np.ndarray, size: tuple[int, int]) -> Image.Image | None:
-    """``warp_affine_premultiplied`` as the Pillow "RGBa" image it makes (None: the footprint misses
-    the source, so every pixel is transparent), for callers that composite it in Pillow."""
+_WARP_MARGIN = 3  # the widest kernel (bicubic) reaches two pixels out; one more for rounding
+
+
+@dataclass(frozen=True)
+class Premultiplied:
+    """An RGB + alpha image as Pillow's premultiplied "RGBa", with a transparent border of
+    ``_WARP_MARGIN`` pixels: made once, then warped band by band (``warp_premultiplied``)."""
+
+    image: Image.Image
+    width: int  # of the image inside the border
+    height: int
+
+
+def premultiply(rgb: np.ndarray, alpha: np.ndarray) -> Premultiplied:
+    """(H, W, 3) uint8 colour and (H, W) uint8 alpha as a ``Premultiplied`` image."""
+    height, width = alpha.shape
+    image = Image.fromarray(np.ascontiguousarray(rgb))
+    image.putalpha(Image.fromarray(np.ascontiguousarray(alpha)))
+    padded = Image.new("RGBa", (width + 2 * _WARP_MARGIN, height + 2 * _WARP_MARGIN))
+    padded.paste(image.convert("RGBa"), (_WARP_MARGIN, _WARP_MARGIN))
+    return Premultiplied(padded, width, height)
+
+
+def warp_premultiplied(source: Premultiplied, matrix: np.ndarray, size: tuple[int, int]) -> Image.Image | None:
+    """``source`` mapped through ``matrix`` (source -> destination, bilinear) into a ``size`` =
+    (width, height) "RGBa" image; None when the footprint misses the source (all transparent).
+    Beyond the border Pillow fills with transparent black, as the border itself is."""
     width, height = int(size[0]), int(size[1])
-    if rgba.dtype != np.uint8 or rgba.ndim != 3 or rgba.shape[2] != 4:
-        raise ValueError(f"expected (H, W, 4) uint8, got {rgba.shape} {rgba.dtype}")
-    plan = _warp_plan(rgba, matrix, width, height, "constant", 0.0)
-    if plan is None:
+    inverse = invert_affine(matrix)
+    corners = np.array([[-0.5, -0.5], [width - 0.5, -0.5], [-0.5, height - 0.5], [width - 0.5, height - 0.5]])
+    mapped = corners @ inverse[:, :2].T + inverse[:, 2]
+    low, high = mapped.min(axis=0), mapped.max(axis=0)
+    if (high[0] < -_WARP_MARGIN or high[1] < -_WARP_MARGIN
+            or low[0] > source.width + _WARP_MARGIN or low[1] > source.height + _WARP_MARGIN):
         return None
-    window, data = plan
-    image = Image.fromarray(np.ascontiguousarray(window)).convert("RGBa")
-    return image.transform((width, height), Image.Transform.AFFINE, data, resample=Image.Resampling.BILINEAR)
+    return source.image.transform((width, height), Image.Transform.AFFINE,
+                                  _pillow_coefficients(inverse, -_WARP_MARGIN, -_WARP_MARGIN),
+                                  resample=Image.Resampling.BILINEAR)
+
+
+def _pillow_coefficients(inverse: np.ndarray, x0: int, y0: int) -> tuple[float, ...]:
+    """Pillow's AFFINE data for the destination -> source map ``inverse`` read from a window whose
+    first pixel is source pixel (x0, y0)."""
+    a, b, c = inverse[0]
+    d, e, f = inverse[1]
+    c -= x0
+    f -= y0
+    # Pillow samples at the centre of each destination pixel and puts source pixel centres at
+    # +0.5; OpenCV's convention (centres at integers) differs by this shift.
+    return (a, b, c + 0.5 - 0.5 * (a + b), d, e, f + 0.5 - 0.5 * (d + e))
 
 
 def _warp_plan(
@@ -161,7 +202,7 @@ def _warp_plan(
     inverse = invert_affine(matrix)
     corners = np.array([[-0.5, -0.5], [width - 0.5, -0.5], [-0.5, height - 0.5], [width - 0.5, height - 0.5]])
     mapped = corners @ inverse[:, :2].T + inverse[:, 2]
-    margin = 3  # the widest kernel (bicubic) reaches two pixels out; one more for rounding
+    margin = _WARP_MARGIN
     x0, y0 = np.floor(mapped.min(axis=0)).astype(int) - margin
     x1, y1 = np.ceil(mapped.max(axis=0)).astype(int) + margin + 1
     if border == "constant":
@@ -173,13 +214,7 @@ def _warp_plan(
         if x1 <= x0 or y1 <= y0:
             return None
     window = _window(pixels, x0, x1, y0, y1, border, value)
-    a, b, c = inverse[0]
-    d, e, f = inverse[1]
-    c -= x0
-    f -= y0
-    # Pillow samples at the centre of each destination pixel and puts source pixel centres at
-    # +0.5; OpenCV's convention (centres at integers) differs by this shift.
-    return window, (a, b, c + 0.5 - 0.5 * (a + b), d, e, f + 0.5 - 0.5 * (d + e))
+    return window, _pillow_coefficients(inverse, x0, y0)
 
 
 def _window(

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import engine.detectors.mtcnn as mtcnn_module
-from engine.bench import make_photo, peak_rss_mb, photo_size, reset_peak_rss
+from engine.bench import FolderRun, make_photo, median_run, peak_rss_mb, photo_size, reset_peak_rss
 from engine.cli import Environment, main
 from engine.models import ModelStore
 from engine.pipeline import load_detector
@@ -73,3 +73,10 @@ def test_peak_rss_counter_restarts() -> None:
     assert reset_peak_rss()
     low = peak_rss_mb()
     assert high is not None and low is not None and low < high - 32
+
+
+def test_folder_figure_is_the_median_pass_with_the_highest_peak() -> None:
+    passes = [FolderRun(8, 8, 3.0, 400.0), FolderRun(8, 8, 1.0, 650.0), FolderRun(8, 8, 2.0, None)]
+    chosen = median_run(passes)
+    assert chosen.seconds == 2.0 and chosen.peak_rss_mb == 650.0
+    assert median_run(passes[:2]).seconds == 1.0  # an even count takes the faster middle pass
