@@ -268,6 +268,44 @@ def test_mtcnn_rewritten_for_cpu_finds_the_same_faces(astronaut_rgb: np.ndarray)
             assert np.allclose(a.landmarks, b.landmarks, atol=0.05)
 
 
+def _score_head_graph(classes: int) -> bytes:
+    """A P-Net-like tail: NHWC features -> 1x1 conv with ``classes`` outputs -> channels last -> softmax."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(5)
+    weight = numpy_helper.from_array(rng.normal(size=(classes, 4, 1, 1)).astype(np.float32), "w")
+    bias = numpy_helper.from_array(rng.normal(size=classes).astype(np.float32), "b")
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["nchw"], perm=[0, 3, 1, 2]),
+        helper.make_node("Conv", ["nchw", "w", "b"], ["logits"], name="score"),
+        helper.make_node("Transpose", ["logits"], ["nhwc"], perm=[0, 2, 3, 1]),
+        helper.make_node("Softmax", ["nhwc"], ["prob"], axis=3),
+    ]
+    graph = helper.make_graph(
+        nodes, "head", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 9, 7, 4])],
+        [helper.make_tensor_value_info("prob", TensorProto.FLOAT, [1, 9, 7, classes])], [weight, bias])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)]).SerializeToString()
+
+
+def test_two_class_softmax_becomes_a_sigmoid_with_the_same_scores() -> None:
+    import onnx
+
+    from engine.detectors.mtcnn import _rewrite_graph
+
+    x = np.random.default_rng(6).normal(size=(1, 9, 7, 4)).astype(np.float32) * 3
+    for classes in (2, 3):
+        graph = _score_head_graph(classes)
+        rewritten = _rewrite_graph(graph, "head")
+        ops = [node.op_type for node in onnx.load_from_string(rewritten).graph.node]
+        # Two classes: softmax(l)[1] = sigmoid(l1 - l0). Three: left as it is.
+        assert ops == (["Transpose", "Conv", "Sigmoid", "Transpose"] if classes == 2
+                       else ["Transpose", "Conv", "Transpose", "Softmax"])
+        (expected,) = make_session(graph).run(None, {"x": x})
+        (got,) = make_session(rewritten).run(None, {"x": x})
+        assert got.shape == expected.shape == (1, 9, 7, classes)
+        np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
 def test_mtcnn_rewrite_rejects_bytes_that_are_not_onnx() -> None:
     from engine.detectors.mtcnn import rewrite_for_cpu
 
