@@ -243,8 +243,9 @@ def paste_back(
             continue
         if eight_bit:
             # Pillow's "RGBa" paste mask is ``photo * (1 - alpha) + premultiplied colour`` in integer
-            # C: bit-identical to the float blend below at full strength. Per face: 11.3 -> 9.1 ms
-            # for a 300 px face in a 1 MP photo, 106.8 -> 83.4 ms for a 1,060 px face at 12 MP.
+            # C: bit-identical to the float blend below at full strength. With the crop premultiplied
+            # once, per face: 8.0 -> 5.1 ms for a 154 px face in a 1 MP photo, 110 -> 82 ms for a
+            # 1,057 px face at 12 MP.
             band = PIL.Image.fromarray(result[top:bottom, x1:x2])
             band.paste(warped, (0, 0), warped)
             result[top:bottom, x1:x2] = np.asarray(band)

@@ -127,29 +127,18 @@ def warp_affine(
     return _per_image(window, transform)
 
 
-def warp_affine_premultiplied(rgba: np.ndarray, matrix: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """A (H, W, 4) uint8 RGB + alpha image warped like ``warp_affine`` (bilinear, transparent border).
-
-    Returns (height, width, 4) uint8 with the colour **premultiplied** by alpha (Pillow's "RGBa"):
-    resampling premultiplied colour is what keeps a masked image's edges clean, and one pass over
-    4-byte pixels costs what an RGB warp does (Pillow stores RGB in 4 bytes too), so a crop and its
-    paste mask warp for the price of the crop alone.
-    """
-    if rgba.dtype != np.uint8 or rgba.ndim != 3 or rgba.shape[2] != 4:
-        raise ValueError(f"expected (H, W, 4) uint8, got {rgba.shape} {rgba.dtype}")
-    warped = warp_premultiplied(premultiply(rgba[..., :3], rgba[..., 3]), matrix, size)
-    if warped is None:
-        return np.zeros((int(size[1]), int(size[0]), 4), np.uint8)
-    return np.asarray(warped)
-
-
 _WARP_MARGIN = 3  # the widest kernel (bicubic) reaches two pixels out; one more for rounding
 
 
 @dataclass(frozen=True)
 class Premultiplied:
     """An RGB + alpha image as Pillow's premultiplied "RGBa", with a transparent border of
-    ``_WARP_MARGIN`` pixels: made once, then warped band by band (``warp_premultiplied``)."""
+    ``_WARP_MARGIN`` pixels: made once, then warped band by band (``warp_premultiplied``).
+
+    Resampling premultiplied colour is what keeps a masked image's edges clean, and one pass over
+    4-byte pixels costs what an RGB warp does (Pillow stores RGB in 4 bytes too), so a crop and its
+    paste mask warp for the price of the crop alone.
+    """
 
     image: Image.Image
     width: int  # of the image inside the border
@@ -158,6 +147,9 @@ class Premultiplied:
 
 def premultiply(rgb: np.ndarray, alpha: np.ndarray) -> Premultiplied:
     """(H, W, 3) uint8 colour and (H, W) uint8 alpha as a ``Premultiplied`` image."""
+    if rgb.dtype != np.uint8 or alpha.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape != (*alpha.shape, 3):
+        raise ValueError(f"expected (H, W, 3) and (H, W) uint8, got {rgb.shape} {rgb.dtype} and "
+                         f"{alpha.shape} {alpha.dtype}")
     height, width = alpha.shape
     image = Image.fromarray(np.ascontiguousarray(rgb))
     image.putalpha(Image.fromarray(np.ascontiguousarray(alpha)))

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image as PILImage
 
 from engine import resample
-from engine.resample import invert_affine, resize, warp_affine, warp_affine_premultiplied
+from engine.resample import invert_affine, premultiply, resize, warp_affine, warp_premultiplied
 
 
 def bilinear_reference(pixels: np.ndarray, matrix: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -62,7 +62,9 @@ def test_premultiplied_warp_carries_a_mask_as_alpha(astronaut: np.ndarray) -> No
     alpha = np.clip(255 - np.hypot(ys - 100, xs - 100) * 3.0, 0, 255).astype(np.uint8)  # a soft disc
     rgba = np.dstack([astronaut[:200, 150:350], alpha])
     m = np.array([[0.9, 0.2, 20.5], [-0.2, 0.9, 60.25]])  # rotated, shrunk, shifted
-    warped = warp_affine_premultiplied(rgba, m, (260, 260))
+    image = warp_premultiplied(premultiply(rgba[..., :3], alpha), m, (260, 260))
+    assert image is not None and image.mode == "RGBa"
+    warped = np.asarray(image)
     assert warped.shape == (260, 260, 4) and warped.dtype == np.uint8
     # The disc is transparent at the patch's edges, so the reference's replicated border agrees.
     expected_alpha = bilinear_reference(alpha[..., None], m, (260, 260))[..., 0]
@@ -70,8 +72,10 @@ def test_premultiplied_warp_carries_a_mask_as_alpha(astronaut: np.ndarray) -> No
     assert np.abs(warped[..., 3] - expected_alpha).max() <= 1.5
     assert np.abs(warped[..., :3] - expected_colour).max() <= 2.5
     assert warped[:5, :5].max() == 0 and warped[..., 3].max() >= 250
+    assert warp_premultiplied(premultiply(rgba[..., :3], alpha), np.array([[1.0, 0, 900.0], [0, 1.0, 0]]),
+                              (40, 40)) is None  # the footprint misses the patch: nothing to paste
     with pytest.raises(ValueError, match="uint8"):
-        warp_affine_premultiplied(astronaut, m, (10, 10))
+        premultiply(astronaut.astype(np.float32), alpha)
 
 
 def test_warp_reads_only_the_footprint() -> None:
