@@ -491,6 +491,46 @@ def test_mtcnn_rewrites_are_cached_so_later_starts_need_no_onnx(
     assert any(p.read_bytes() == first["pnet"] for p in mtcnn.rewrite_cache_dir().glob("*.onnx"))
 
 
+class _OtherProviderSession:
+    """A real CPU session that reports another provider first, as onnxruntime-openvino's do."""
+
+    def __init__(self, session: ort.InferenceSession) -> None:
+        self._session = session
+
+    def get_providers(self) -> list[str]:
+        return ["OpenVINOExecutionProvider", "CPUExecutionProvider"]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
+
+
+def test_mtcnn_runs_the_shipped_graphs_on_other_providers(astronaut_rgb: np.ndarray) -> None:
+    """The PRelu/softmax rewrite is for onnxruntime's CPU provider; elsewhere MTCNN keeps its graphs."""
+    import onnx
+
+    from engine.detectors.mtcnn import mtcnn_from_spec
+
+    graphs: list[bytes] = []
+
+    def on_cpu(model: Path | bytes) -> ort.InferenceSession:
+        graphs.append(model if isinstance(model, bytes) else model.read_bytes())
+        return make_session(model)
+
+    def elsewhere(model: Path | bytes) -> ort.InferenceSession:
+        graphs.append(model if isinstance(model, bytes) else model.read_bytes())
+        return cast(ort.InferenceSession, _OtherProviderSession(make_session(model)))
+
+    spec = SPECS["mtcnn"]
+    paths = model_paths(spec)
+    for factory, rewritten in ((on_cpu, True), (elsewhere, False)):
+        graphs.clear()
+        detector = mtcnn_from_spec(spec, paths, factory)
+        pnet_ops = {node.op_type for node in onnx.load_from_string(graphs[1 if rewritten else 0]).graph.node}
+        assert ("PRelu" not in pnet_ops) is rewritten
+        assert len(graphs) == (6 if rewritten else 3)  # on the CPU: the shipped graph, then its rewrite
+        assert len(detector.detect(astronaut_rgb)) == 1
+
+
 def test_mtcnn_loads_when_its_cache_folder_cannot_be_written(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """A cache path that is a file (or read-only) costs the rewrite each start, never an error."""
     from engine.detectors import mtcnn
