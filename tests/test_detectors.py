@@ -471,9 +471,14 @@ def test_mtcnn_rewrites_are_cached_so_later_starts_need_no_onnx(
     monkeypatch.setattr(mtcnn, "PREBUILT_DIR", tmp_path / "no-build-graphs")
     paths = model_paths(SPECS["mtcnn"])
     graphs = {role: path.read_bytes() for role, path in paths.items()}
+    older = [tmp_path / "mtcnn-elementwise-v1", tmp_path / "mtcnn-rewrite-v1"]  # earlier versions' rewrites
+    for folder in older:
+        folder.mkdir()
+        (folder / "old.onnx").write_bytes(b"old")
     first = {role: mtcnn.rewrite_for_cpu(graph) for role, graph in graphs.items()}
     stored = sorted(mtcnn.rewrite_cache_dir().glob("*.onnx"))
     assert len(stored) == 3 and all(first[r] != graphs[r] for r in graphs)
+    assert not any(folder.exists() for folder in older), "stale rewrites are removed once the new ones are stored"
 
     monkeypatch.setitem(sys.modules, "onnx", None)  # a later start: onnx is never imported
     again = {role: mtcnn.rewrite_for_cpu(graph) for role, graph in graphs.items()}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -425,7 +426,11 @@ def _store_rewrite(source: str, rewritten: bytes) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(folder / name, rewritten)
     except (OSError, OutputError):
-        pass
+        return
+    # Earlier versions' rewrites (about 2 MB) are never read again: v1 was "mtcnn-elementwise-v1".
+    for stale in [*folder.parent.glob("mtcnn-elementwise-v*"), *folder.parent.glob("mtcnn-rewrite-v*")]:
+        if stale != folder and stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def prebuilt_name(graph: bytes) -> str:
