@@ -142,3 +142,21 @@ def test_select_faces_by_size_and_count() -> None:
     assert [f.size for f in select_faces(faces, min_size=16)] == [40, 20]
     assert [f.size for f in select_faces(faces, only_largest=True)] == [40]
     assert [f.size for f in select_faces(faces, max_faces=2)] == [40, 20]
+
+
+def test_paste_back_into_a_much_smaller_face_does_not_alias(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 512 px crop of 1 px stripes pasted at a quarter of its size must come out as their mean
+    grey: a bilinear warp alone samples every fourth column, all black or all white."""
+    import engine.faces as facelib
+
+    stripes = np.zeros((512, 512, 3), np.uint8)
+    stripes[:, 1::2] = 255
+    photo = np.full((300, 300, 3), 128, np.uint8)
+    # photo -> crop: a 128 px face at (80, 80)
+    matrix = np.array([[4.0, 0.0, -4.0 * 80], [0.0, 4.0, -4.0 * 80]], np.float32)
+    centre = (slice(112, 176), slice(112, 176))  # where the feather is 1
+    pasted = paste_back(photo, stripes, matrix)[centre].astype(float)
+    assert np.abs(pasted - 127.5).max() <= 3.0
+    monkeypatch.setattr(facelib, "antialias_reduction", lambda _matrix: 1)  # the warp alone
+    aliased = paste_back(photo, stripes, matrix)[centre].astype(float)
+    assert np.abs(aliased - 127.5).max() > 100
