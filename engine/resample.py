@@ -143,7 +143,7 @@ class Premultiplied:
     image: Image.Image
     width: int  # of the image inside the border
     height: int
-    scale: tuple[float, float] = (1.0, 1.0)  # x, y: its pixels per pixel of the arrays it came from
+    reduction: int = 1  # pixels of the arrays it came from per pixel of it, each way
 
 
 def premultiply(rgb: np.ndarray, alpha: np.ndarray, *, reduce: int = 1) -> Premultiplied:
@@ -161,7 +161,7 @@ def premultiply(rgb: np.ndarray, alpha: np.ndarray, *, reduce: int = 1) -> Premu
     width, height = image.size
     padded = Image.new("RGBa", (width + 2 * _WARP_MARGIN, height + 2 * _WARP_MARGIN))
     padded.paste(image, (_WARP_MARGIN, _WARP_MARGIN))
-    return Premultiplied(padded, width, height, (1.0 / max(reduce, 1),) * 2)
+    return Premultiplied(padded, width, height, max(reduce, 1))
 
 
 def antialias_reduction(matrix: np.ndarray) -> int:
@@ -183,10 +183,11 @@ def warp_premultiplied(source: Premultiplied, matrix: np.ndarray, size: tuple[in
     Beyond the border Pillow fills with transparent black, as the border itself is."""
     width, height = int(size[0]), int(size[1])
     matrix = np.asarray(matrix, np.float64)
-    if source.scale != (1.0, 1.0):
-        # From the shrunk image's pixels: a pixel centre x there is (x + 0.5) / scale - 0.5 in the original.
-        k = 1.0 / np.asarray(source.scale)
-        matrix = np.concatenate([matrix[:, :2] * k, matrix[:, 2:] + matrix[:, :2] @ (0.5 * k - 0.5)[:, None]], axis=1)
+    if source.reduction > 1:
+        # From the reduced image's pixels: pixel centre x there is (x + 0.5) * k - 0.5 in the original.
+        k = source.reduction
+        offset = matrix[:, :2].sum(axis=1, keepdims=True) * (0.5 * k - 0.5)
+        matrix = np.concatenate([matrix[:, :2] * k, matrix[:, 2:] + offset], axis=1)
     inverse = invert_affine(matrix)
     corners = np.array([[-0.5, -0.5], [width - 0.5, -0.5], [-0.5, height - 0.5], [width - 0.5, height - 0.5]])
     mapped = corners @ inverse[:, :2].T + inverse[:, 2]
