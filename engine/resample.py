@@ -189,15 +189,21 @@ def warp_premultiplied(source: Premultiplied, matrix: np.ndarray, size: tuple[in
         offset = matrix[:, :2].sum(axis=1, keepdims=True) * (0.5 * k - 0.5)
         matrix = np.concatenate([matrix[:, :2] * k, matrix[:, 2:] + offset], axis=1)
     inverse = invert_affine(matrix)
-    corners = np.array([[-0.5, -0.5], [width - 0.5, -0.5], [-0.5, height - 0.5], [width - 0.5, height - 0.5]])
-    mapped = corners @ inverse[:, :2].T + inverse[:, 2]
-    low, high = mapped.min(axis=0), mapped.max(axis=0)
+    low, high = _source_footprint(inverse, width, height)
     if (high[0] < -_WARP_MARGIN or high[1] < -_WARP_MARGIN
             or low[0] > source.width + _WARP_MARGIN or low[1] > source.height + _WARP_MARGIN):
         return None
     return source.image.transform((width, height), Image.Transform.AFFINE,
                                   _pillow_coefficients(inverse, -_WARP_MARGIN, -_WARP_MARGIN),
                                   resample=Image.Resampling.BILINEAR)
+
+
+def _source_footprint(inverse: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """The (x, y) minimum and maximum, in source pixels, that a width x height destination's outer
+    pixel edges map to through ``inverse`` (destination -> source)."""
+    corners = np.array([[-0.5, -0.5], [width - 0.5, -0.5], [-0.5, height - 0.5], [width - 0.5, height - 0.5]])
+    mapped = corners @ inverse[:, :2].T + inverse[:, 2]
+    return mapped.min(axis=0), mapped.max(axis=0)
 
 
 def _pillow_coefficients(inverse: np.ndarray, x0: int, y0: int) -> tuple[float, ...]:
@@ -217,11 +223,10 @@ def _warp_plan(
 ) -> tuple[np.ndarray, tuple[float, ...]] | None:
     """The source window a warp reads and Pillow's affine coefficients for it (None: reads nothing)."""
     inverse = invert_affine(matrix)
-    corners = np.array([[-0.5, -0.5], [width - 0.5, -0.5], [-0.5, height - 0.5], [width - 0.5, height - 0.5]])
-    mapped = corners @ inverse[:, :2].T + inverse[:, 2]
+    low, high = _source_footprint(inverse, width, height)
     margin = _WARP_MARGIN
-    x0, y0 = np.floor(mapped.min(axis=0)).astype(int) - margin
-    x1, y1 = np.ceil(mapped.max(axis=0)).astype(int) + margin + 1
+    x0, y0 = np.floor(low).astype(int) - margin
+    x1, y1 = np.ceil(high).astype(int) + margin + 1
     if border == "constant":
         # Samples beyond the photo plus the margin all read ``value``: Pillow's fill gives it there,
         # so the window never grows past the photo however far the footprint reaches.
