@@ -33,10 +33,6 @@ from engine.errors import ImageError, ImageTooLargeError, OutputError, RestoraEr
 from engine.resample import Interpolation, resize
 
 PART_PREFIX = ".restora-"  # temporary files of atomic writes: .restora-<pid>-<random>.part
-# Above this, JPEGs are also encoded by libjpeg-turbo through simplejpeg, straight from numpy: with
-# Huffman optimisation Pillow would hold every DCT coefficient (288 MB at 48 MP). Below it Pillow
-# encodes, optimised (files 20-30 % smaller on generated photos). Decoding is simplejpeg at every size.
-_BIG_JPEG_PIXELS = 16_000_000
 DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own decompression-bomb threshold (about 178 MP)
 
 SUPPORTED_EXTENSIONS: frozenset[str] = frozenset(
@@ -342,8 +338,15 @@ def _decode_jpeg(handle: IO[bytes], im: PIL.Image.Image, source_format: str) -> 
     return _expand_gray(pixels[..., 0]) if gray else pixels
 
 
-def _big_jpeg_bytes(array: np.ndarray, quality: int, exif: bytes | None, icc: bytes | None) -> bytes:
-    """A JPEG of a big RGB or gray uint8 array, with EXIF and ICC segments as Pillow writes them."""
+def _jpeg_bytes(array: np.ndarray, quality: int, exif: bytes | None, icc: bytes | None) -> bytes:
+    """A JPEG of an RGB or gray uint8 array, with EXIF and ICC segments as Pillow writes them.
+
+    libjpeg-turbo through simplejpeg, straight from numpy, with accurate DCT and without Huffman
+    optimisation. Measured on the 62 photos of data/real at quality 95: 3.2x faster than Pillow's
+    optimised encode (which also copies the frame into 4 bytes per pixel first), files 5.9 % bigger;
+    12 MP at quality 90, 136 -> 43 ms. Optimisation would also make libjpeg hold every DCT
+    coefficient of the photo (288 MB at 48 MP).
+    """
     import simplejpeg
 
     gray = array.ndim == 2
@@ -628,8 +631,8 @@ def _encode(image: Image, pillow_format: str, quality: int, lossless: bool) -> b
     else:
         channels = [pixels[..., c] for c in range(3)] + [alpha]
     array = np.ascontiguousarray(np.stack(channels, axis=-1) if len(channels) > 1 else channels[0])
-    if pillow_format == "JPEG" and array.shape[0] * array.shape[1] > _BIG_JPEG_PIXELS:
-        return _big_jpeg_bytes(array, quality, exif, icc)
+    if pillow_format == "JPEG":
+        return _jpeg_bytes(array, quality, exif, icc)
     im = PIL.Image.fromarray(array)
     if icc is not None and pillow_format == "WEBP" and gray:
         icc = None  # the gray profile does not fit the RGB WebP pixels
@@ -673,12 +676,7 @@ def _pillow_bytes(
         options["exif"] = exif
     if icc is not None:
         options["icc_profile"] = icc
-    if pillow_format == "JPEG":
-        # Huffman optimisation makes libjpeg hold every DCT coefficient of the photo (288 MB at
-        # 48 MP with 4:4:4); above 16 MP the smaller file is not worth that memory.
-        optimize = im.width * im.height <= _BIG_JPEG_PIXELS
-        options.update(quality=quality, optimize=optimize, subsampling=0 if quality >= 90 else 2)
-    elif pillow_format == "WEBP":
+    if pillow_format == "WEBP":
         options.update(quality=100 if lossless else quality, lossless=lossless, exact=lossless)
     elif pillow_format == "TIFF":
         options["compression"] = "tiff_adobe_deflate"

@@ -13,6 +13,7 @@ import numpy as np
 import PIL.Image
 import png
 import pytest
+import simplejpeg
 from PIL import ImageCms, ImageOps
 
 from engine import imageio
@@ -574,15 +575,17 @@ def test_save_replaces_existing_file_whole(tmp_path: Path, photo: np.ndarray) ->
         assert out.stat().st_mode & 0o044  # readable by others like any new file (umask permitting)
 
 
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])  # libjpeg-turbo's encoder, Pillow's
 def test_encoder_failure_leaves_nothing(
-    tmp_path: Path, photo: np.ndarray, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, photo: np.ndarray, monkeypatch: pytest.MonkeyPatch, suffix: str
 ) -> None:
     def broken_save(*args: object, **kwargs: object) -> None:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(PIL.Image.Image, "save", broken_save)
-    out = tmp_path / "out.jpg"
-    with pytest.raises(OutputError, match=r"out\.jpg"):
+    monkeypatch.setattr(simplejpeg, "encode_jpeg", broken_save)
+    out = tmp_path / f"out{suffix}"
+    with pytest.raises(OutputError, match=rf"out\{suffix}"):
         save_image(Image(pixels=photo), out)
     assert not out.exists() and leftovers(tmp_path) == []
 
@@ -646,19 +649,18 @@ def test_resize_image(photo: np.ndarray) -> None:
         resize_image(image, 0.0)
 
 
-# --------------------------------------------------------------------------- big JPEGs
+# --------------------------------------------------------------------------- JPEGs through libjpeg-turbo
 
 
 @pytest.mark.parametrize("gray", [False, True])
-def test_big_jpegs_go_through_libjpeg_turbo_with_the_same_pixels_and_metadata(
-    tmp_path: Path, astronaut: np.ndarray, srgb_icc: bytes, monkeypatch: pytest.MonkeyPatch, gray: bool
+def test_jpegs_go_through_libjpeg_turbo_with_the_same_pixels_and_metadata(
+    tmp_path: Path, astronaut: np.ndarray, srgb_icc: bytes, gray: bool
 ) -> None:
     source = tmp_path / "big.jpg"
     picture = PIL.Image.fromarray(astronaut).convert("L") if gray else PIL.Image.fromarray(astronaut)
     picture.save(source, quality=92, exif=camera_exif(6))
     with PIL.Image.open(source) as im:
         pillow_pixels = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
-    monkeypatch.setattr(imageio, "_BIG_JPEG_PIXELS", 100_000)  # the astronaut (262,144 px) is "big"
     loaded = load_image(source)
     assert loaded.pixels.flags.writeable, "decoded straight into a numpy array of its own"
     np.testing.assert_array_equal(loaded.pixels, pillow_pixels)  # same decoder settings as Pillow
