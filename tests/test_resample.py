@@ -142,3 +142,36 @@ def test_a_reduced_premultiplied_source_warps_to_the_same_place() -> None:
     # (Without the half-pixel offset of the reduced grid the square lands 0.22 px off.)
     assert np.abs(centroid(1) - expected).max() < 0.05
     assert np.abs(centroid(3) - expected).max() < 0.05
+
+
+def test_a_warp_that_shrinks_a_lot_does_not_alias(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A big face aligned down to its crop: 1 px stripes shrunk 4x must come out as their mean, grey,
+    not as whole black or white bands (what point sampling, two pixels read of every four, gives)."""
+    stripes = np.zeros((2048, 2048, 3), np.uint8)
+    stripes[:, ::2] = 255
+    m = np.array([[0.25, 0.0, 0.0], [0.0, 0.25, 0.0]])
+    crop = warp_affine(stripes, m, (512, 512), border="replicate")[8:-8, 8:-8].astype(float)
+    assert np.abs(crop - 127.5).max() <= 3
+    monkeypatch.setattr(resample, "antialias_reduction", lambda _matrix: 1)
+    aliased = warp_affine(stripes, m, (512, 512), border="replicate")[8:-8, 8:-8].astype(float)
+    assert np.abs(aliased - 127.5).max() > 100
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_an_antialiased_warp_lands_where_the_plain_warp_does(dtype: type) -> None:
+    """Reduced first, the source keeps its geometry: a bright square's centroid stays put (rotated,
+    a 5x shrink, reaching past the photo's edge, for every dtype)."""
+    top = 1.0 if dtype == np.float32 else float(np.iinfo(dtype).max)
+    photo = np.zeros((700, 900, 3), dtype)
+    photo[300:420, 500:620] = top
+    angle = np.deg2rad(20)
+    m = 0.2 * np.array([[np.cos(angle), -np.sin(angle), 0.0], [np.sin(angle), np.cos(angle), 0.0]])
+    m[:, 2] = [-40.0, 30.0]
+    assert resample.antialias_reduction(m) == 3
+    warped = warp_affine(photo, m, (160, 160)).astype(np.float64)[..., 1]
+    assert warped.max() > 0.9 * top
+    ys, xs = np.mgrid[0:160, 0:160]
+    centroid = np.array([(xs * warped).sum(), (ys * warped).sum()]) / warped.sum()
+    expected = m[:, :2] @ np.array([559.5, 359.5]) + m[:, 2]
+    assert np.abs(centroid - expected).max() < 0.1
+    assert warp_affine(photo, m, (160, 160)).dtype == dtype
