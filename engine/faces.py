@@ -8,7 +8,14 @@ from dataclasses import dataclass
 import numpy as np
 import PIL.Image
 
-from .resample import antialias_reduction, invert_affine, premultiply, warp_affine, warp_premultiplied
+from .resample import (
+    antialias_reduction,
+    invert_affine,
+    premultiply,
+    premultiply_upright,
+    warp_affine,
+    warp_premultiplied,
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -230,7 +237,14 @@ def paste_back(
     inverse = invert_affine(matrix)
     # Into a face under half the crop's size, the crop goes through block means first: the bilinear
     # warp alone would alias the restored detail (see antialias_reduction).
-    source = premultiply(crop, alpha, reduce=antialias_reduction(inverse))
+    # Into a face well over the crop's size, the crop is turned upright once at its own scale and each
+    # band is then a separable resize (see premultiply_upright): a 1,057 px face in a 12 MP photo,
+    # 77 -> 56 ms (fastest of 15).
+    turned = premultiply_upright(crop, alpha, inverse)
+    if turned is not None:
+        source, inverse = turned
+    else:
+        source = premultiply(crop, alpha, reduce=antialias_reduction(inverse))
     colour_scale = np.float32(opacity) * np.float32(257.0 if image.dtype == np.uint16 else 1.0)
     limit = 65535.0 if image.dtype == np.uint16 else 255.0
     # Row bands keep the scratch small: a face of 2000 px in a 48 MP photo has a paste box of about

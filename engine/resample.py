@@ -208,19 +208,76 @@ def antialias_reduction(matrix: np.ndarray) -> int:
     return max(1, math.ceil(0.5 / shrink)) if 0.0 < shrink < 0.5 else 1
 
 
-def warp_premultiplied(source: Premultiplied, matrix: np.ndarray, size: tuple[int, int]) -> Image.Image | None:
-    """``source`` mapped through ``matrix`` (source -> destination, bilinear) into a ``size`` =
-    (width, height) "RGBa" image; None when the footprint misses the source (all transparent).
-    Beyond the border Pillow fills with transparent black, as the border itself is."""
+def warp_premultiplied(
+    source: Premultiplied, matrix: np.ndarray, size: tuple[int, int], *,
+    interpolation: Literal["linear", "cubic"] = "linear",
+) -> Image.Image | None:
+    """``source`` mapped through ``matrix`` (source -> destination) into a ``size`` = (width, height)
+    "RGBa" image; None when the footprint misses the source (all transparent). Beyond the border
+    Pillow fills with transparent black, as the border itself is.
+
+    A matrix that only enlarges and shifts (what ``premultiply_upright`` leaves) is a separable resize: Pillow's
+    ``resize`` costs about 7 ns per output pixel here against 22 for its general affine ``transform``.
+    """
     width, height = int(size[0]), int(size[1])
-    inverse = invert_affine(reduced_matrix(matrix, source.reduction))
+    matrix = reduced_matrix(matrix, source.reduction)
+    inverse = invert_affine(matrix)
     low, high = _source_footprint(inverse, width, height)
     if (high[0] < -_WARP_MARGIN or high[1] < -_WARP_MARGIN
             or low[0] > source.width + _WARP_MARGIN or low[1] > source.height + _WARP_MARGIN):
         return None
+    resample = _WARP_FILTERS[interpolation]
+    if matrix[0, 1] == 0.0 and matrix[1, 0] == 0.0 and matrix[0, 0] >= 1.0 and matrix[1, 1] >= 1.0:
+        # The destination's pixel edges, in the padded image's pixel-edge coordinates (centres at +0.5).
+        box = (low[0] + 0.5 + _WARP_MARGIN, low[1] + 0.5 + _WARP_MARGIN,
+               high[0] + 0.5 + _WARP_MARGIN, high[1] + 0.5 + _WARP_MARGIN)
+        padded_w, padded_h = source.image.size
+        if box[0] >= 0.0 and box[1] >= 0.0 and box[2] <= padded_w and box[3] <= padded_h:
+            return source.image.resize((width, height), resample, box=box)
     return source.image.transform((width, height), Image.Transform.AFFINE,
-                                  _pillow_coefficients(inverse, -_WARP_MARGIN, -_WARP_MARGIN),
-                                  resample=Image.Resampling.BILINEAR)
+                                  _pillow_coefficients(inverse, -_WARP_MARGIN, -_WARP_MARGIN), resample=resample)
+
+
+# Above this enlargement ``premultiply_upright`` pays: its bicubic rotation of a 512 px crop (about
+# 20 ms) costs what Pillow's general transform loses to a separable resize on a paste this much bigger.
+UPRIGHT_MIN_SCALE = 2.5
+
+
+def premultiply_upright(
+    rgb: np.ndarray, alpha: np.ndarray, matrix: np.ndarray
+) -> tuple[Premultiplied, np.ndarray] | None:
+    """When ``matrix`` (source -> destination) is a similarity that enlarges more than
+    ``UPRIGHT_MIN_SCALE`` times: colour and alpha (as for ``premultiply``) turned upright at their own
+    scale, premultiplied, and the matrix left for them, a scale and a shift, which
+    ``warp_premultiplied`` does as a separable resize. None for any other matrix.
+
+    Why: a face pasted back into a big photo (a 512 px crop into a 2000 px box at 12 MP) is mostly
+    Pillow's general transform. Turning 512 px and then resizing costs about half. The turn is bicubic,
+    so the two resamplings together stay as sharp as one bilinear warp, and it runs before
+    premultiplying: bicubic overshoot is clipped per channel, so colour never ends above its alpha
+    (Pillow's premultiplied paste would wrap such a pixel around).
+    """
+    matrix = np.asarray(matrix, np.float64).reshape(2, 3)
+    (a, b), (c, d) = matrix[:, :2]
+    scale = math.hypot(a, c)
+    if scale <= UPRIGHT_MIN_SCALE or abs(a - d) > 1e-6 * scale or abs(b + c) > 1e-6 * scale:
+        return None
+    rotation = np.array([[a, b], [c, d]]) / scale
+    height, width = alpha.shape
+    # The turned content's box: the corners of the source's outer pixel edges, turned.
+    corners = np.array([[-0.5, -0.5], [width - 0.5, -0.5], [-0.5, height - 0.5], [width - 0.5, height - 0.5]])
+    turned_corners = corners @ rotation.T
+    low = turned_corners.min(axis=0)
+    turned_w, turned_h = (int(v) for v in np.ceil(turned_corners.max(axis=0) - low))
+    # Source pixel p lands on padded canvas pixel R p - low - 0.5 + margin: the box starts at the margin.
+    turn = np.concatenate([rotation, (-low - 0.5 + _WARP_MARGIN)[:, None]], axis=1)
+    image = Image.fromarray(np.ascontiguousarray(rgb))
+    image.putalpha(Image.fromarray(np.ascontiguousarray(alpha)))
+    canvas = image.transform((turned_w + 2 * _WARP_MARGIN, turned_h + 2 * _WARP_MARGIN), Image.Transform.AFFINE,
+                             _pillow_coefficients(invert_affine(turn), 0, 0), resample=Image.Resampling.BICUBIC)
+    # Canvas content pixel q = R p - low - 0.5, and the destination is scale * R p + t.
+    left = np.concatenate([np.eye(2) * scale, (matrix[:, 2] + scale * (low + 0.5))[:, None]], axis=1)
+    return Premultiplied(canvas.convert("RGBa"), turned_w, turned_h), left
 
 
 def _source_footprint(inverse: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:

@@ -160,3 +160,24 @@ def test_paste_back_into_a_much_smaller_face_does_not_alias(monkeypatch: pytest.
     monkeypatch.setattr(facelib, "antialias_reduction", lambda _matrix: 1)  # the warp alone
     aliased = paste_back(photo, stripes, matrix)[centre].astype(float)
     assert np.abs(aliased - 127.5).max() > 100
+
+
+def test_paste_back_into_a_much_bigger_face_matches_the_plain_blend(astronaut: np.ndarray) -> None:
+    """A 128 px crop pasted 4x enlarged goes through premultiply_upright (turned, then resized): the
+    photo must look as the one-warp float blend makes it, with nothing moved away from the face."""
+    from engine.resample import UPRIGHT_MIN_SCALE, invert_affine, warp_affine
+
+    photo = np.ascontiguousarray(np.repeat(np.repeat(astronaut, 4, axis=0), 4, axis=1)[:1400, :1400])
+    aligned = align_face(photo, astronaut_face().scaled(4.0), 128)
+    inverse = invert_affine(aligned.matrix)
+    assert np.hypot(inverse[0, 0], inverse[1, 0]) > UPRIGHT_MIN_SCALE  # the upright path
+    restored = np.ascontiguousarray(255 - aligned.crop)
+    pasted = paste_back(photo, restored, aligned.matrix)
+    size = photo.shape[1], photo.shape[0]
+    weight = warp_affine(feather_mask(128), inverse, size, value=0.0)[..., None]
+    crop = warp_affine(restored, inverse, size, border="replicate").astype(np.float64)
+    expected = photo * (1.0 - weight) + crop * weight
+    difference = np.abs(pasted - expected)
+    assert difference.mean() < 0.5 and np.percentile(difference, 99.9) < 12
+    changed = np.abs(pasted.astype(int) - photo).max(axis=2) > 0
+    assert not changed[weight[..., 0] == 0.0].any(), "outside the feather nothing moves"

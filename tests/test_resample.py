@@ -175,3 +175,49 @@ def test_an_antialiased_warp_lands_where_the_plain_warp_does(dtype: type) -> Non
     expected = m[:, :2] @ np.array([559.5, 359.5]) + m[:, 2]
     assert np.abs(centroid - expected).max() < 0.1
     assert warp_affine(photo, m, (160, 160)).dtype == dtype
+
+
+@pytest.mark.parametrize("degrees", [0.0, 7.0, 90.0, 143.0])
+def test_an_upright_premultiplied_crop_pastes_where_and_as_the_direct_warp_does(
+    astronaut: np.ndarray, degrees: float
+) -> None:
+    """A crop enlarged 3.2x through premultiply_upright (turned at its own scale, then resized): the
+    same picture as the one bilinear warp, a bright square at the same place, colour never above alpha."""
+    from engine.resample import premultiply_upright
+
+    crop = astronaut[::2, ::2] // 2  # 256 px of real detail, none of it as bright as the square
+    crop[100:130, 140:170] = 255
+    ys, xs = np.mgrid[0:256, 0:256]
+    alpha = np.clip((127.5 - np.maximum(np.abs(ys - 127.5), np.abs(xs - 127.5))) * 4, 0, 255).astype(np.uint8)
+    angle, scale = np.deg2rad(degrees), 3.2
+    m = scale * np.array([[np.cos(angle), -np.sin(angle), 0.0], [np.sin(angle), np.cos(angle), 0.0]])
+    m[:, 2] = np.array([560.3, 540.6]) - m[:, :2] @ np.array([127.5, 127.5])  # centred in 1100 px
+    direct = warp_premultiplied(premultiply(crop, alpha), m, (1100, 1100))
+    turned = premultiply_upright(crop, alpha, m)
+    assert direct is not None and turned is not None
+    source, left = turned
+    assert left[0, 1] == 0.0 and left[1, 0] == 0.0 and left[0, 0] == pytest.approx(scale)
+    upright_image = warp_premultiplied(source, left, (1100, 1100))
+    assert upright_image is not None
+    a, b = np.asarray(direct).astype(float), np.asarray(upright_image).astype(float)
+    assert np.abs(a - b).mean() < 1.0 and np.all(b[..., :3] <= b[..., 3:])
+
+    def square_centre(image: np.ndarray) -> np.ndarray:
+        bright = (image[..., :3].min(axis=-1) >= 250) & (image[..., 3] >= 250)
+        yy, xx = np.nonzero(bright)
+        return np.array([xx.mean(), yy.mean()])
+
+    expected = m[:, :2] @ np.array([154.5, 114.5]) + m[:, 2]
+    assert np.abs(square_centre(a) - expected).max() < 0.5
+    assert np.abs(square_centre(b) - expected).max() < 0.5
+
+
+def test_premultiply_upright_is_only_for_enlarging_similarities(astronaut: np.ndarray) -> None:
+    from engine.resample import UPRIGHT_MIN_SCALE, premultiply_upright
+
+    crop, alpha = astronaut[:64, :64], np.full((64, 64), 255, np.uint8)
+    small = np.array([[UPRIGHT_MIN_SCALE * 0.9, 0.0, 0.0], [0.0, UPRIGHT_MIN_SCALE * 0.9, 0.0]])
+    sheared = np.array([[4.0, 1.0, 0.0], [0.0, 4.0, 0.0]])
+    assert premultiply_upright(crop, alpha, small) is None
+    assert premultiply_upright(crop, alpha, sheared) is None
+    assert premultiply_upright(crop, alpha, small * 2) is not None
