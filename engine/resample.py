@@ -139,7 +139,11 @@ def block_means(pixels: np.ndarray, factor: int) -> np.ndarray:
     last block is averaged as it is; warps keep it beyond their reach."""
     if factor <= 1:
         return pixels
-    return _per_image(pixels, lambda im: im.reduce(factor))
+    # In strips of whole blocks: a big face's window (a view into a 48 MP photo) is never copied whole.
+    rows = factor * max(1, _STRIP_OUTPUT_ROWS // 4)
+    parts = [_per_image(pixels[top : top + rows], lambda im: im.reduce(factor))
+             for top in range(0, pixels.shape[0], rows)]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
 
 
 def reduced_matrix(matrix: np.ndarray, factor: int) -> np.ndarray:

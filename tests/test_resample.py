@@ -221,3 +221,11 @@ def test_premultiply_upright_is_only_for_enlarging_similarities(astronaut: np.nd
     assert premultiply_upright(crop, alpha, small) is None
     assert premultiply_upright(crop, alpha, sheared) is None
     assert premultiply_upright(crop, alpha, small * 2) is not None
+
+
+def test_block_means_in_strips_equal_one_reduce_of_the_whole() -> None:
+    rng = np.random.default_rng(3)
+    tall = rng.integers(0, 256, (1000, 203, 3), dtype=np.uint8)  # several strips, partial last blocks
+    whole = np.asarray(PILImage.fromarray(tall).reduce(3))
+    assert np.array_equal(resample.block_means(tall, 3), whole)
+    assert resample.block_means(tall, 1) is tall
