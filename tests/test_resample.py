@@ -229,3 +229,14 @@ def test_block_means_in_strips_equal_one_reduce_of_the_whole() -> None:
     whole = np.asarray(PILImage.fromarray(tall).reduce(3))
     assert np.array_equal(resample.block_means(tall, 3), whole)
     assert resample.block_means(tall, 1) is tall
+
+
+@pytest.mark.parametrize("shape", [(600, 800, 3), (600, 800), (90, 120, 3)])
+def test_an_area_resize_by_a_whole_ratio_is_the_box_filters_block_mean(shape: tuple[int, ...]) -> None:
+    rng = np.random.default_rng(5)
+    photo = rng.integers(0, 256, shape, dtype=np.uint8)
+    height, width = shape[0] // 5, shape[1] // 5
+    box = np.asarray(PILImage.fromarray(photo).resize((width, height), PILImage.Resampling.BOX))
+    reduced = resize(photo, (width, height), "area")
+    assert reduced.shape == box.shape and np.abs(reduced.astype(int) - box).max() <= 1
+    assert resize(photo.astype(np.uint16) * 257, (width, height), "area").dtype == np.uint16
