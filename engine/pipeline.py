@@ -429,7 +429,9 @@ def compose(
     for record in chosen:
         finished, strength = finish_face(record, options.fidelity, options.color_correction)
         matrix = facelib.scale_matrix(record.matrix, options.upscale)
-        facelib.paste_back(pixels, finished, matrix, strength=strength, in_place=True)
+        # The crop the restorer saw goes along: into a face bigger than the crop only the restorer's
+        # change is pasted, and the photo keeps its own finer detail (facelib.keeps_photo_detail).
+        facelib.paste_back(pixels, finished, matrix, strength=strength, in_place=True, original_crop=record.crop)
     return replace(base, pixels=pixels)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import engine.faces as facelib
 from engine.faces import (
     Face,
     align_face,
@@ -181,3 +182,63 @@ def test_paste_back_into_a_much_bigger_face_matches_the_plain_blend(astronaut: n
     assert difference.mean() < 0.5 and np.percentile(difference, 99.9) < 12
     changed = np.abs(pasted.astype(int) - photo).max(axis=2) > 0
     assert not changed[weight[..., 0] == 0.0].any(), "outside the feather nothing moves"
+
+
+def _crop_centre_in(matrix: np.ndarray) -> tuple[int, int]:
+    """The photo pixel (row, column) at the centre of a 128 px crop, where its feather is 1."""
+    from engine.resample import invert_affine
+
+    x, y = invert_affine(matrix) @ np.array([63.5, 63.5, 1.0])
+    return round(y), round(x)
+
+
+def _big_face_photo(astronaut: np.ndarray, dtype: type = np.uint8) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A photo with fine texture and the astronaut's face 4x bigger than a 128 px crop of it."""
+    rng = np.random.default_rng(7)
+    photo = np.repeat(np.repeat(astronaut, 4, axis=0), 4, axis=1)[:1400, :1400].astype(np.int16)
+    photo = np.clip(photo + rng.integers(-12, 13, photo.shape), 0, 255).astype(np.uint8)  # pixel-fine grain
+    aligned = align_face(photo, astronaut_face().scaled(4.0), 128)
+    if dtype == np.uint16:
+        return photo.astype(np.uint16) * 257, aligned.crop, aligned.matrix
+    return photo, aligned.crop, aligned.matrix
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_paste_back_into_a_bigger_face_keeps_the_photos_own_detail(astronaut: np.ndarray, dtype: type) -> None:
+    """Given the crop the restorer saw, a paste that enlarges the crop adds only the restorer's change:
+    a crop it left alone leaves the photo (and its pixel-fine grain) exactly as it was, where pasting
+    the whole enlarged crop smooths the grain away; a uniform change of +30 comes out as +30, and
+    nothing moves outside the crop."""
+    photo, crop, matrix = _big_face_photo(astronaut, dtype)
+    assert facelib.keeps_photo_detail(matrix)
+    unchanged = paste_back(photo, crop, matrix, original_crop=crop)
+    assert np.array_equal(unchanged, photo)
+    scale = 257 if dtype == np.uint16 else 1
+    row, column = _crop_centre_in(matrix)
+    centre = (slice(row - 100, row + 100), slice(column - 100, column + 100))
+    smoothed = paste_back(photo, crop, matrix)[centre].astype(float)
+    assert np.abs(smoothed - photo[centre]).mean() > 4 * scale, "the enlarged crop loses the grain"
+    seen = crop // 2  # a crop the restorer saw, and its output 30 levels brighter everywhere
+    brighter = seen + np.uint8(30)
+    outside = paste_back(photo, brighter, matrix, original_crop=seen)
+    expected = np.clip(photo[row, column].astype(float) + 30 * scale, 0, 255 * scale)
+    assert np.abs(outside[row, column] - expected).max() <= 1.0 * scale
+    from engine.resample import invert_affine, warp_affine
+
+    feather = warp_affine(feather_mask(128), invert_affine(matrix), (photo.shape[1], photo.shape[0]), value=0.0)
+    assert (feather == 0.0).mean() > 0.3 and np.array_equal(outside[feather == 0.0], photo[feather == 0.0])
+
+
+def test_big_changes_keep_their_size_and_shrinking_pastes_take_the_whole_crop(astronaut: np.ndarray) -> None:
+    photo, crop, matrix = _big_face_photo(astronaut)
+    photo //= 4  # dark enough that +180 does not clip
+    dark = (crop // 4).astype(np.uint8)  # a change of 180 levels: coded at 2 levels per step
+    pasted = paste_back(photo, dark + np.uint8(180), matrix, original_crop=dark)
+    row, column = _crop_centre_in(matrix)
+    expected = np.clip(photo[row, column].astype(int) + 180, 0, 255)
+    assert np.abs(pasted[row, column].astype(int) - expected).max() <= 2
+    small = align_face(astronaut, astronaut_face(), 512)  # the 512 px crop shrinks into the photo
+    assert not facelib.keeps_photo_detail(small.matrix)
+    restored = np.ascontiguousarray(255 - small.crop)
+    assert np.array_equal(paste_back(astronaut, restored, small.matrix, original_crop=small.crop),
+                          paste_back(astronaut, restored, small.matrix))
