@@ -413,11 +413,18 @@ def compose(
             return base
         finished, strength = finish_face(records[0], options.fidelity, options.color_correction)
         grow = base.width > finished.shape[1]
-        resized = resize(finished, (base.width, base.height), "cubic" if grow else "area")
+        size = (base.width, base.height)
+        resized = resize(finished, size, "cubic" if grow else "area").astype(np.float32)
         scale = 257.0 if base.pixels.dtype == np.uint16 else 1.0
         limit = 65535.0 if base.pixels.dtype == np.uint16 else 255.0
         original = base.pixels.astype(np.float32)
-        mixed = original + (resized.astype(np.float32) * scale - original) * strength
+        if grow:
+            # A crop bigger than the model's: add only the model's change, enlarged, so the crop keeps
+            # the detail finer than the model's size (as paste_back does for faces in photos).
+            resized -= resize(records[0].crop, size, "cubic")
+            mixed = original + resized * np.float32(scale * strength)
+        else:
+            mixed = original + (resized * scale - original) * strength
         return replace(base, pixels=np.clip(np.rint(mixed), 0, limit).astype(base.pixels.dtype))
     include = options.include
     chosen = [r for i, r in enumerate(records) if include is None or include[i]]
