@@ -418,9 +418,10 @@ def compose(
         scale = 257.0 if base.pixels.dtype == np.uint16 else 1.0
         limit = 65535.0 if base.pixels.dtype == np.uint16 else 255.0
         original = base.pixels.astype(np.float32)
-        if grow:
+        if grow and source.width > finished.shape[1]:
             # A crop bigger than the model's: add only the model's change, enlarged, so the crop keeps
-            # the detail finer than the model's size (as paste_back does for faces in photos).
+            # the detail finer than the model's size (as paste_back does for faces in photos). Not for
+            # a smaller crop enlarged by ``upscale``: its interpolated copy holds no such detail.
             resized -= resize(records[0].crop, size, "cubic")
             mixed = original + resized * np.float32(scale * strength)
         else:
@@ -436,9 +437,12 @@ def compose(
     for record in chosen:
         finished, strength = finish_face(record, options.fidelity, options.color_correction)
         matrix = facelib.scale_matrix(record.matrix, options.upscale)
-        # The crop the restorer saw goes along: into a face bigger than the crop only the restorer's
-        # change is pasted, and the photo keeps its own finer detail (facelib.keeps_photo_detail).
-        facelib.paste_back(pixels, finished, matrix, strength=strength, in_place=True, original_crop=record.crop)
+        # Into a face bigger than the crop, in the photo itself and in the output, only the restorer's
+        # change is pasted and the photo keeps its own finer detail (facelib.keeps_photo_detail). Only
+        # the photo itself holds such detail: enlarged (``upscale``), a face the crop out-resolves would
+        # keep just the enlarged JPEG blocks and noise of its interpolated copy.
+        seen = record.crop if facelib.keeps_photo_detail(record.matrix) else None
+        facelib.paste_back(pixels, finished, matrix, strength=strength, in_place=True, original_crop=seen)
     return replace(base, pixels=pixels)
 
 

@@ -204,3 +204,35 @@ def test_aligned_mode_keeps_the_detail_of_a_crop_bigger_than_the_model(store, as
     # The grain is still there (the whole restored crop, enlarged, kept 27 % of that band's energy).
     grain, left = finest(big), finest(output)
     assert (left**2).mean() / (grain**2).mean() > 0.8 and np.corrcoef(grain.ravel(), left.ravel())[0, 1] > 0.9
+
+
+def test_only_detail_the_photo_itself_holds_is_kept(store, astronaut: np.ndarray,  # type: ignore[no-untyped-def]
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--upscale`` enlarges the photo, not its detail: a face the crop out-resolves in the photo gets
+    the whole restored crop even where the enlarged output's face is bigger than the crop; a face
+    bigger than the crop in the photo itself keeps its detail, enlarged or not."""
+    import engine.faces as facelib
+
+    seen: list[bool] = []
+    original = facelib.paste_back
+
+    def spy(*args: object, original_crop: np.ndarray | None = None, **kwargs: object) -> np.ndarray:
+        seen.append(original_crop is not None)
+        return original(*args, original_crop=original_crop, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(facelib, "paste_back", spy)
+    small_face = Enhancer(EnhanceSettings(upscale=4), store).enhance(Image(pixels=astronaut))
+    assert small_face.faces and seen == [False] * len(small_face.faces)
+    seen.clear()
+    big = np.ascontiguousarray(np.repeat(np.repeat(astronaut, 4, axis=0), 4, axis=1))
+    for upscale in (1.0, 2.0):
+        Enhancer(EnhanceSettings(upscale=upscale), store).enhance(Image(pixels=big))
+    assert seen and all(seen)
+
+    # The same in aligned mode: a 256 px crop enlarged 4x gets the whole restored crop.
+    crop = np.ascontiguousarray(astronaut[::2, ::2])
+    enlarged = Enhancer(EnhanceSettings(aligned=True, upscale=4, fidelity=0.0, color_correction=False), store)
+    result = enlarged.enhance(Image(pixels=crop))
+    record = result.faces[0]
+    whole = resize(record.restored, (1024, 1024), "cubic").astype(float)
+    assert np.abs(result.output.pixels.astype(float) - whole).max() <= 1.0
