@@ -212,8 +212,14 @@ def antialias_reduction(matrix: np.ndarray) -> int:
     most a 2x reduction. Pillow's ``reduce`` costs 0.2-0.5 ms on a 512 px RGBa crop, against 3.5 ms for
     an antialiased bicubic resize to the same end.
     """
-    shrink = math.sqrt(abs(float(np.linalg.det(np.asarray(matrix, np.float64)[:, :2]))))
+    shrink = linear_scale(matrix)
     return max(1, math.ceil(0.5 / shrink)) if 0.0 < shrink < 0.5 else 1
+
+
+def linear_scale(matrix: np.ndarray) -> float:
+    """How much ``matrix`` (source -> destination) enlarges lengths, on average over directions:
+    the square root of its linear part's area factor (below 1: it shrinks)."""
+    return math.sqrt(abs(float(np.linalg.det(np.asarray(matrix, np.float64).reshape(2, 3)[:, :2]))))
 
 
 def warp_premultiplied(source: Premultiplied, matrix: np.ndarray, size: tuple[int, int]) -> Image.Image | None:
