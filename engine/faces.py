@@ -140,6 +140,31 @@ def align_face(image: np.ndarray, face: Face, size: int, template: str = "ffhq")
     return AlignedFace(crop=crop, matrix=matrix)
 
 
+# A face is restored at the smallest crop size (of those its restorer takes) that still samples the
+# face's square of the photo at least this many times along each side. See ``crop_size_for``.
+CROP_OVERSAMPLING = 3.0
+
+
+def crop_size_for(region: float, sizes: tuple[int, ...]) -> int:
+    """The crop size to restore a face at whose crop covers ``region`` photo pixels along a side,
+    among ``sizes`` (ascending; the last is the restorer's full size).
+
+    A small face blown up to a 512 px crop is blur spread over 5-10x its pixels, outside what
+    restora-lite learnt (downscales up to 8x, on faces near 200 px); at 3x oversampling its crop is
+    nearer that scale, and the paste shrinks the crop back to the face's pixels either way.
+    Measured by TODO.
+    """
+    for size in sizes:
+        if size >= CROP_OVERSAMPLING * region:
+            return size
+    return sizes[-1]
+
+
+def face_region(face: Face, template: str, size: int) -> float:
+    """The side, in photo pixels, of the square a ``size`` crop of ``face`` covers."""
+    return size / linear_scale(estimate_alignment(face.landmarks, template, size))
+
+
 def scale_matrix(matrix: np.ndarray, factor: float) -> np.ndarray:
     """The image->crop matrix for the same face in the image scaled by ``factor``."""
     scaled = matrix.astype(np.float64).copy()

@@ -108,6 +108,9 @@ class ModelSpec:
     files: tuple[ModelFile, ...]
     precision: str = "fp32"
     size: int | None = None  # square input size of a restorer (or a fixed-size detector)
+    # Smaller square crops a restorer with a dynamic input size also takes (restora-lite: 256-448).
+    # The pipeline restores a face that is small in the photo at one of them (faces.crop_size_for).
+    crop_sizes: tuple[int, ...] = ()
     template: str | None = None  # alignment template for restorers: "ffhq" | "arcface"
     input: str | None = None  # input tensor name
     output: str | None = None  # output tensor name (None: pick by shape)
@@ -188,6 +191,7 @@ _ENTRY_KEYS = frozenset(
         "files",
         "precision",
         "size",
+        "crop_sizes",
         "template",
         "input",
         "output",
@@ -300,6 +304,15 @@ def _parse_entry(entry: Any, source: str, index: int) -> ModelSpec:
     size = entry.get("size")
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
         raise _fail(where, f"size must be a positive integer or null, got {size!r}")
+    crop_sizes = entry.get("crop_sizes", [])
+    if not isinstance(crop_sizes, list) or not all(
+        isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in crop_sizes
+    ):
+        raise _fail(where, f"crop_sizes must be a list of positive integers, got {crop_sizes!r}")
+    if crop_sizes and size is None:
+        raise _fail(where, "crop_sizes need the model's 'size' (the largest crop)")
+    if crop_sizes and size is not None and max(crop_sizes) > size:
+        raise _fail(where, f"crop_sizes {crop_sizes} must not exceed the model's size ({size})")
     value_range = entry.get("range", [0.0, 1.0])
     if (
         not isinstance(value_range, list)
@@ -330,6 +343,7 @@ def _parse_entry(entry: Any, source: str, index: int) -> ModelSpec:
         files=tuple(files),
         precision=precision,
         size=size,
+        crop_sizes=tuple(sorted(set(crop_sizes) - {size})),
         template=_opt_str(entry, "template", where),
         input=_opt_str(entry, "input", where),
         output=_opt_str(entry, "output", where),
@@ -604,6 +618,7 @@ def spec_to_entry(spec: ModelSpec) -> dict[str, Any]:
         {
             "precision": spec.precision,
             "size": spec.size,
+            **({"crop_sizes": list(spec.crop_sizes)} if spec.crop_sizes else {}),
             "template": spec.template,
             "input": spec.input,
             "output": spec.output,

@@ -292,9 +292,10 @@ class Enhancer:
     def prepare(self, image: Image) -> PreparedPhoto:
         """Detect, select and align one photo's faces. Safe to call from several threads at once,
         so a batch can prepare the next photos while the restorer works on this one's faces."""
-        size = self.restorer.size
+        sizes = self.restorer.sizes
         if self.settings.aligned:
             pixels = to_uint8(image.pixels)
+            size = facelib.crop_size_for(max(image.width, image.height), sizes)
             crop = resize(pixels, (size, size), "area" if pixels.shape[0] > size else "cubic")
             matrix = np.array([[size / image.width, 0, 0], [0, size / image.height, 0]], np.float32)
             whole = Face((0.0, 0.0, float(image.width), float(image.height)), np.zeros((5, 2), np.float32), 1.0)
@@ -303,7 +304,12 @@ class Enhancer:
         found = self.detect(pixels)
         chosen = self.select(found, image.width, image.height)
         template = self.restorer_spec.template or "ffhq"
-        aligned = tuple(facelib.align_face(pixels, face, size, template) for face in chosen)
+        aligned = tuple(
+            facelib.align_face(
+                pixels, face, facelib.crop_size_for(facelib.face_region(face, template, sizes[-1]), sizes), template
+            )
+            for face in chosen
+        )
         return PreparedPhoto(image, tuple(chosen), len(found), aligned)
 
     def enhance(self, image: Image, cancel: CancelToken | None = None) -> Restoration:
@@ -358,9 +364,12 @@ class Enhancer:
         self, pending: list[tuple[K, PreparedPhoto]], cancel: CancelToken | None,
     ) -> Iterator[tuple[K, PreparedPhoto, tuple[FaceRestoration, ...]]]:
         crops = [a.crop for _, prepared in pending for a in prepared.aligned]
-        size = self.restorer.size
-        batch = np.stack(crops) if crops else np.zeros((0, size, size, 3), np.uint8)
-        restored = self.restore_crops(batch, cancel)
+        restored: list[np.ndarray] = [np.empty(0, np.uint8)] * len(crops)
+        # One batch per crop size: small faces get smaller crops (faces.crop_size_for).
+        for size in sorted({len(crop) for crop in crops}):
+            where = [i for i, crop in enumerate(crops) if len(crop) == size]
+            for i, out in zip(where, self.restore_crops(np.stack([crops[i] for i in where]), cancel), strict=True):
+                restored[i] = out
         native = self.fidelity if self.restorer.has_native_weight else None
         index = 0
         pending.reverse()

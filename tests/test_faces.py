@@ -10,7 +10,9 @@ from engine.faces import (
     Face,
     align_face,
     color_match,
+    crop_size_for,
     estimate_alignment,
+    face_region,
     feather_mask,
     paste_area,
     paste_back,
@@ -242,3 +244,22 @@ def test_big_changes_keep_their_size_and_shrinking_pastes_take_the_whole_crop(as
     restored = np.ascontiguousarray(255 - small.crop)
     assert np.array_equal(paste_back(astronaut, restored, small.matrix, original_crop=small.crop),
                           paste_back(astronaut, restored, small.matrix))
+
+
+def test_small_faces_get_the_smallest_crop_that_oversamples_them_three_times() -> None:
+    sizes = (256, 320, 384, 448, 512)
+    assert [crop_size_for(region, sizes) for region in (40, 85.3, 100, 128, 150, 160, 2000)] == [
+        256, 256, 320, 384, 512, 512, 512,
+    ]
+    assert crop_size_for(40, (512,)) == 512  # a fixed-size model: always its size
+
+
+def test_face_region_is_the_photo_side_of_the_crop() -> None:
+    face = astronaut_face()
+    region = face_region(face, "ffhq", 512)
+    x1, y1, x2, y2 = paste_area(estimate_alignment(face.landmarks, "ffhq", 512), 512, (4000, 4000, 3))
+    # The astronaut's head is nearly upright, so the crop's footprint is about region x region.
+    assert abs((x2 - x1) - region) < 0.1 * region and abs((y2 - y1) - region) < 0.1 * region
+    assert region == pytest.approx(face_region(face, "ffhq", 256))  # the region does not depend on the size
+    small = face.scaled(0.25)
+    assert face_region(small, "ffhq", 512) == pytest.approx(region / 4, rel=1e-4)

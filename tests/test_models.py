@@ -111,6 +111,10 @@ def test_parse_single_and_multi_file_forms() -> None:
         (manifest(entry(file="../evil.onnx")), "plain file name"),
         (manifest(entry(range=[1, -1])), "range"),
         (manifest(entry(precision="fp8")), "precision"),
+        (manifest(entry(size=512, crop_sizes=[256, 640])), r"crop_sizes \[256, 640\] must not exceed .*512"),
+        (manifest(entry(crop_sizes=[256])), "crop_sizes need the model's 'size'"),
+        (manifest(entry(size=512, crop_sizes=[256, "384"])), "crop_sizes must be a list of positive integers"),
+        (manifest(entry(size=512, crop_sizes=256)), "crop_sizes must be a list"),
     ],
 )
 def test_parse_errors_name_file_and_entry(text: str, message: str) -> None:
@@ -148,6 +152,9 @@ def test_shipped_manifests_parse() -> None:
     assert {"gfpgan-1.4", "gpen-bfr-512", "codeformer", "restoreformer-plus-plus"} <= names
     codeformer = next(s for s in specs if s.name == "codeformer")
     assert codeformer.weight_input == "weight" and codeformer.range == (-1.0, 1.0)
+    assert codeformer.crop_sizes == ()  # public exports are fixed at 512
+    lite = [s for s in specs if s.name == "restora-lite"]
+    assert len(lite) == 3 and all(s.crop_sizes == (256, 320, 384, 448) and s.size == 512 for s in lite)
 
 
 # -- store -------------------------------------------------------------------------------------

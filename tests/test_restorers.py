@@ -209,6 +209,30 @@ def test_manifest_mismatches_are_format_errors(tmp_path: Path) -> None:
     assert restorer.restore(np.zeros((0, SIZE, SIZE, 3), np.uint8)).shape == (0, SIZE, SIZE, 3)
 
 
+def test_a_size_dynamic_graph_takes_the_manifests_crop_sizes(tmp_path: Path) -> None:
+    path = save_graph(
+        tmp_path / "dynamic.onnx",
+        [helper.make_node("Neg", ["input"], ["output"])],
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, "height", "width"])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 3, "height", "width"])],
+    )
+    session = create_session(path, "cpu", threads=1)
+    restorer = OnnxRestorer(spec_for(path, "restora", crop_sizes=(16, 24)), session)
+    assert restorer.sizes == (16, 24, SIZE)
+    for size in restorer.sizes:
+        crops = random_crops(2, size=size, seed=size)
+        out = restorer.restore(crops)
+        assert out.shape == crops.shape
+        assert np.abs(out.astype(int) - (255 - crops.astype(int))).max() <= 1
+    with pytest.raises(ValueError, match="S 16 or 24 or 32"):
+        restorer.restore(random_crops(1, size=20))
+    # Without crop_sizes the same graph takes only the manifest's size.
+    assert OnnxRestorer(spec_for(path, "restora"), session).sizes == (SIZE,)
+    fixed = negate_graph(tmp_path / "fixed.onnx")
+    with pytest.raises(ModelFormatError, match="crop_sizes .* fixed at 32x32"):
+        OnnxRestorer(spec_for(fixed, "gfpgan", crop_sizes=(16,)), create_session(fixed, "cpu", threads=1))
+
+
 def test_load_restorer_verifies_and_runs(tmp_path: Path) -> None:
     path = negate_graph(tmp_path / "gpen_like.onnx")
     spec = spec_for(path, "gpen")

@@ -2,7 +2,8 @@
 
     python -m training.export --checkpoint runs/first/ckpt-0004000.safetensors --out assets/models
 
-I/O of every variant: "input" N x 3 x 512 x 512 float32 RGB in [0, 1] (dynamic batch), "output" the same.
+I/O of every variant: "input" N x 3 x S x S float32 RGB in [0, 1], "output" the same; batch and size
+are dynamic: the engine restores small faces at the smaller CROP_SIZES (engine.faces.crop_size_for).
 FP16 keeps float32 I/O (keep_io_types) so callers need not care. INT8 is static QDQ with per-channel
 QInt8 weights and QUInt8 activations (the only INT8 flavour that ran faster than FP32 on this CPU, see
 issue 8), calibrated on degraded 512 px validation faces.
@@ -30,6 +31,8 @@ from .model import RestoraLite, count_macs, count_params, pad_tail
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 512
+# The smaller square crops the manifest offers besides SIZE (multiples of 8: the net works down to 1/8).
+CROP_SIZES = (256, 320, 384, 448)
 NAME = "restora-lite"
 LICENSE = (
     "Weights: non-commercial research use only (trained on UTKFace, FFHQ and CelebA-HQ faces, whose "
@@ -48,7 +51,7 @@ def export_fp32(model: RestoraLite, path: Path, *, padded_tail: bool = False) ->
         str(path),
         input_names=["input"],
         output_names=["output"],
-        dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+        dynamic_axes={name: {0: "batch", 2: "height", 3: "width"} for name in ("input", "output")},
         opset_version=17,
         dynamo=False,
     )
@@ -122,6 +125,20 @@ def export_int8(model: RestoraLite, path: Path, faces: list[np.ndarray]) -> None
         )
 
 
+def make_size_dynamic(path: Path) -> None:
+    """Give ``path``'s image input and output dynamic height and width, and drop the intermediate
+    shapes inferred at 512 px (onnxruntime infers them again per call). The weights are untouched:
+    this is how v7's files, exported with a fixed 512 px size, came to take CROP_SIZES too."""
+    model = onnx.load(str(path))
+    for value in (*model.graph.input, *model.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        dims[2].dim_param, dims[3].dim_param = "height", "width"
+    del model.graph.value_info[:]
+    # No onnx.checker here: float16's keep_io_types appends its input casts after their consumers,
+    # which the checker rejects and onnxruntime runs as it always did.
+    onnx.save(model, str(path))
+
+
 def sha256_of(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
@@ -144,6 +161,7 @@ def manifest_entries(out_dir: Path, params: int, gmacs: float, step: int) -> lis
                 "url": None,
                 "precision": precision,
                 "size": SIZE,
+                "crop_sizes": list(CROP_SIZES),
                 "template": "ffhq",
                 "input": "input",
                 "output": "output",
@@ -172,6 +190,8 @@ def export_all(checkpoint: Path, out_dir: Path, data_dir: Path, calib_count: int
     export_fp32(model, fp32)
     export_fp16(fp32, fp16)
     export_int8(model, int8, calibration_faces(data_dir, calib_count))
+    for path in (fp32, fp16, int8):
+        make_size_dynamic(path)
     manifest = {
         "version": 1,
         "models": manifest_entries(

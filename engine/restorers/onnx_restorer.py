@@ -34,8 +34,9 @@ def _numpy_type(onnx_type: str, what: str, model: str) -> type[np.generic]:
 class OnnxRestorer:
     """Restores aligned face crops with an onnxruntime session.
 
-    ``restore(crops (N,S,S,3) uint8 RGB, fidelity) -> (N,S,S,3) uint8 RGB``. Nothing is stored per
-    call, so one instance (and its session) may serve several threads.
+    ``restore(crops (N,S,S,3) uint8 RGB, fidelity) -> (N,S,S,3) uint8 RGB``, S one of ``sizes``
+    (``size`` unless the manifest lists smaller ``crop_sizes``). Nothing is stored per call, so one
+    instance (and its session) may serve several threads.
     """
 
     def __init__(self, spec: ModelSpec, session: ort.InferenceSession) -> None:
@@ -91,6 +92,13 @@ class OnnxRestorer:
                 f"{name}: the graph has a dynamic input size and the manifest gives no 'size'"
             )
         self.size: int = size
+        if spec.crop_sizes and graph_size is not None:
+            raise ModelFormatError(
+                f"{name}: the manifest gives crop_sizes {list(spec.crop_sizes)} but the graph input "
+                f"is fixed at {graph_size}x{graph_size}"
+            )
+        # Every square crop size ``restore`` takes, smallest first; the last is ``size``.
+        self.sizes: tuple[int, ...] = (*(c for c in spec.crop_sizes if c < size), size)
 
         self.weight_type: type[np.generic] | None = None
         self.weight_shape: tuple[int, ...] = ()
@@ -146,10 +154,11 @@ class OnnxRestorer:
         ``fidelity`` (0..1) reaches the model only when it has a weight input; None uses the
         manifest's default. Without a weight input it is ignored here (the pipeline blends).
         """
-        s = self.size
-        if crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[1:] != (s, s, 3):
+        s = crops.shape[1] if crops.ndim == 4 else self.size
+        if crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[1:] != (s, s, 3) or s not in self.sizes:
+            sizes = " or ".join(str(c) for c in self.sizes)
             raise ValueError(
-                f"{self.spec.key} expects (N,{s},{s},3) uint8 crops, got {crops.shape} {crops.dtype}"
+                f"{self.spec.key} expects (N,S,S,3) uint8 crops with S {sizes}, got {crops.shape} {crops.dtype}"
             )
         n = crops.shape[0]
         if n == 0:
@@ -172,7 +181,7 @@ class OnnxRestorer:
                 chunk = np.concatenate([chunk, pad])
             (y,) = self.session.run([self.output_name], {self.input_name: chunk, **feeds_extra})
             results.append(np.asarray(y)[:count])
-        return self._to_crops(np.concatenate(results))
+        return self._to_crops(np.concatenate(results), s)
 
     def _to_tensor(self, crops: np.ndarray) -> np.ndarray:
         lo, hi = self.range
@@ -187,7 +196,7 @@ class OnnxRestorer:
             x += np.float32(lo)
         return x if x.dtype == self.input_type else x.astype(self.input_type)
 
-    def _to_crops(self, y: np.ndarray) -> np.ndarray:
+    def _to_crops(self, y: np.ndarray, size: int) -> np.ndarray:
         lo, hi = self.range
         if y.ndim != 4 or y.shape[1] != 3:
             raise ModelFormatError(
@@ -207,7 +216,7 @@ class OnnxRestorer:
         np.clip(img, 0.0, 255.0, out=img)
         np.rint(img, out=img)
         out = img.astype(np.uint8)
-        if out.shape[1:3] != (self.size, self.size):
+        if out.shape[1:3] != (size, size):
             # A model that upsamples (or an export at another size): bring it back to the crop size.
-            out = np.stack([resize(o, (self.size, self.size), "area") for o in out])
+            out = np.stack([resize(o, (size, size), "area") for o in out])
         return np.ascontiguousarray(out)
