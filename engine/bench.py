@@ -276,11 +276,19 @@ def measure_restorers(store: ModelStore, plan: Plan, provider: str, threads: int
                 by_batch[batch] = measure(partial(restorer.restore, crops[:batch]), plan.batch_runs,
                                           min(plan.warmup, 1), per=batch)
             best = min(by_batch, key=lambda b: by_batch[b].median_ms)
+            # Batch 1 at each smaller crop size the restorer takes (small faces, faces.crop_size_for).
+            by_crop: dict[int, Timing] = {}
+            for size in restorer.sizes[:-1]:
+                if size not in crops_by_size:
+                    crops_by_size[size] = aligned_test_crops(store, size, max(plan.batches), provider)
+                by_crop[size] = measure(partial(restorer.restore, crops_by_size[size][:1]), plan.batch_runs,
+                                        min(plan.warmup, 1))
             rows.append({
                 "model": name, "precision": precision, "key": f"{name}/{precision}",
                 "provider": session.get_providers()[0].removesuffix("ExecutionProvider").lower(),
                 "batch1": asdict(single), "best_batch": best, "best": asdict(by_batch[best]),
                 "by_batch": {str(b): asdict(t) for b, t in by_batch.items()},
+                "by_crop_size": {str(c): asdict(t) for c, t in by_crop.items()},
             })
     return rows
 
@@ -540,6 +548,9 @@ def format_report(result: dict[str, Any]) -> str:
     for row in result["restorers"]:
         b1, best = row["batch1"], row["best"]
         lines.append(f"{row['key']:28} {_span(b1):>24} {('x' + str(row['best_batch']) + ': ' + _span(best)):>30}")
+        if row.get("by_crop_size"):
+            crops = ", ".join(f"{size} px {timing['median_ms']:.1f}" for size, timing in row["by_crop_size"].items())
+            lines.append(f"{'':28}   smaller crops, batch 1: {crops}")
     lines += ["", "Detection ms per photo (median [min-max]) at the pipeline's detection scale (auto minimum face)",
               f"{'detector':22} {'MP':>5} {'scale':>6} {'faces':>5} {'ms':>24} {'640px copy ms (faces)':>22}"]
     for row in result["detectors"]:

@@ -33,8 +33,12 @@ def test_bench_smoke_writes_the_summary_contract(tmp_path: Path) -> None:
     stdout, stderr = io.StringIO(), io.StringIO()
     status = main(["bench", "--smoke", "--json", str(report)], Environment(stdout=stdout, stderr=stderr))
     assert status == 0, stderr.getvalue()
-    summary = json.loads(report.read_text())["summary"]
+    result = json.loads(report.read_text())
+    summary = result["summary"]
     assert set(summary) == SUMMARY_KEYS
+    lite = next(row for row in result["restorers"] if row["key"] == "restora-lite/int8")
+    assert set(lite["by_crop_size"]) == {"256", "320", "384", "448"}
+    assert all(timing["median_ms"] > 0 for timing in lite["by_crop_size"].values())
     assert summary["machine"]["cpu"] and summary["machine"]["cores"] >= 1
     assert isinstance(summary["machine"]["flags"], list)
     assert {"restora-lite/fp32", "restora-lite/int8"} <= set(summary["per_face_ms"])
@@ -42,7 +46,7 @@ def test_bench_smoke_writes_the_summary_contract(tmp_path: Path) -> None:
     for key in ("int8_speedup", "throughput_ratio", "photos_per_s_1mp", "detect_ms_1mp", "peak_rss_mb_48mp"):
         assert summary[key] > 0, key
     printed = stdout.getvalue()
-    assert "restora-lite/int8" in printed and "summary: " in printed
+    assert "restora-lite/int8" in printed and "summary: " in printed and "smaller crops, batch 1: 256 px" in printed
 
 
 def test_generated_photos_hold_the_faces_they_promise(mtcnn) -> None:  # type: ignore[no-untyped-def]

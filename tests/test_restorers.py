@@ -229,7 +229,7 @@ def test_a_size_dynamic_graph_takes_the_manifests_crop_sizes(tmp_path: Path) -> 
     # Without crop_sizes the same graph takes only the manifest's size.
     assert OnnxRestorer(spec_for(path, "restora"), session).sizes == (SIZE,)
     fixed = negate_graph(tmp_path / "fixed.onnx")
-    with pytest.raises(ModelFormatError, match="crop_sizes .* fixed at 32x32"):
+    with pytest.raises(ModelFormatError, match=r"crop_sizes .* fixed at 32x32"):
         OnnxRestorer(spec_for(fixed, "gfpgan", crop_sizes=(16,)), create_session(fixed, "cpu", threads=1))
 
 
