@@ -145,9 +145,10 @@ def align_face(image: np.ndarray, face: Face, size: int, template: str = "ffhq")
 CROP_OVERSAMPLING = 3.0
 
 
-def crop_size_for(region: float, sizes: tuple[int, ...]) -> int:
+def crop_size_for(region: float, sizes: tuple[int, ...], upscale: float = 1.0) -> int:
     """The crop size to restore a face at whose crop covers ``region`` photo pixels along a side,
-    among ``sizes`` (ascending; the last is the restorer's full size).
+    among ``sizes`` (ascending; the last is the restorer's full size). With ``upscale`` the crop is
+    also at least as big as the face will be in the enlarged output, so it is never interpolated up.
 
     A small face blown up to a 512 px crop is blur spread over 5-10x its pixels, outside what
     restora-lite learnt (downscales up to 8x, on faces near 200 px); at 3x oversampling its crop is
@@ -155,7 +156,7 @@ def crop_size_for(region: float, sizes: tuple[int, ...]) -> int:
     Measured by TODO.
     """
     for size in sizes:
-        if size >= CROP_OVERSAMPLING * region:
+        if size >= max(CROP_OVERSAMPLING, upscale) * region:
             return size
     return sizes[-1]
 

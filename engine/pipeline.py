@@ -289,13 +289,16 @@ class Enhancer:
             outputs.append(self.restorer.restore(crops[start : start + self.batch_size], native))
         return np.concatenate(outputs, axis=0)
 
+    def crop_size(self, region: float) -> int:
+        """The crop size for a face whose crop covers ``region`` photo pixels (faces.crop_size_for)."""
+        return facelib.crop_size_for(region, self.restorer.sizes, self.settings.upscale)
+
     def prepare(self, image: Image) -> PreparedPhoto:
         """Detect, select and align one photo's faces. Safe to call from several threads at once,
         so a batch can prepare the next photos while the restorer works on this one's faces."""
-        sizes = self.restorer.sizes
         if self.settings.aligned:
             pixels = to_uint8(image.pixels)
-            size = facelib.crop_size_for(max(image.width, image.height), sizes)
+            size = self.crop_size(max(image.width, image.height))
             crop = resize(pixels, (size, size), "area" if pixels.shape[0] > size else "cubic")
             matrix = np.array([[size / image.width, 0, 0], [0, size / image.height, 0]], np.float32)
             whole = Face((0.0, 0.0, float(image.width), float(image.height)), np.zeros((5, 2), np.float32), 1.0)
@@ -304,10 +307,9 @@ class Enhancer:
         found = self.detect(pixels)
         chosen = self.select(found, image.width, image.height)
         template = self.restorer_spec.template or "ffhq"
+        full = self.restorer.size
         aligned = tuple(
-            facelib.align_face(
-                pixels, face, facelib.crop_size_for(facelib.face_region(face, template, sizes[-1]), sizes), template
-            )
+            facelib.align_face(pixels, face, self.crop_size(facelib.face_region(face, template, full)), template)
             for face in chosen
         )
         return PreparedPhoto(image, tuple(chosen), len(found), aligned)

@@ -252,6 +252,8 @@ def test_small_faces_get_the_smallest_crop_that_oversamples_them_three_times() -
         256, 256, 320, 384, 512, 512, 512,
     ]
     assert crop_size_for(40, (512,)) == 512  # a fixed-size model: always its size
+    # --upscale 4: the crop holds at least the output's face (100 px -> 400 px), and 3x still holds.
+    assert crop_size_for(100, sizes, upscale=4) == 448 and crop_size_for(40, sizes, upscale=2) == 256
 
 
 def test_face_region_is_the_photo_side_of_the_crop() -> None:

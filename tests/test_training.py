@@ -496,7 +496,7 @@ def test_onnx_variants_match_pytorch_on_a_real_face(tmp_path: Path, body_slope: 
     import onnxruntime as ort
     import torch
 
-    from training.export import export_fp16, export_fp32, export_int8
+    from training.export import export_fp16, export_fp32, export_int8, make_size_dynamic
     from training.model import NetConfig, RestoraLite
 
     torch.manual_seed(0)
@@ -529,6 +529,18 @@ def test_onnx_variants_match_pytorch_on_a_real_face(tmp_path: Path, body_slope: 
     assert int8_err < 0.25 * residual + 2e-3, (int8_err, residual)
     # Dynamic batch.
     assert run(fp32, np.concatenate([x, x])).shape == (2, 3, 512, 512)
+    # Dynamic size, for the smaller crop sizes small faces are restored at: every variant, after the
+    # same make_size_dynamic that export_all applies (which leaves the 512 px function as it was).
+    small = x[:, :, ::2, ::2].copy()
+    with torch.no_grad():
+        ref_small = model(torch.from_numpy(small)).numpy()
+    before = run(int8, x)
+    for path in (fp32, fp16, int8):
+        make_size_dynamic(path)
+    assert np.array_equal(run(int8, x), before)
+    assert np.abs(run(fp32, small) - ref_small).max() < 1e-4
+    assert np.abs(run(fp16, small) - ref_small).mean() < 2e-3
+    assert float(np.abs(run(int8, small) - ref_small).mean()) < 0.25 * residual + 2e-3
 
     # The layout that made INT8 fast here: the RGB tail is a 16-output conv (13 zero outputs sliced
     # off), and the input is never quantized, so the 3-channel head conv stays float.
@@ -573,6 +585,7 @@ def test_shipped_manifest_matches_its_files() -> None:
     for e in entries:
         assert e["name"] == "restora-lite" and e["family"] == "restorer" and e["arch"] == "restora"
         assert (e["size"], e["template"], e["input"], e["output"]) == (512, "ffhq", "input", "output")
+        assert e["crop_sizes"] == [256, 320, 384, 448]
         assert "non-commercial" in e["license"]
         path = manifest_path.parent / e["file"]
         assert hashlib.sha256(path.read_bytes()).hexdigest() == e["sha256"], path.name
