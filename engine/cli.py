@@ -468,7 +468,8 @@ def _models(args: argparse.Namespace, env: Environment) -> ExitStatus:
                       file=env.stdout)
                 print(f"    {'at ' + str(where) if where else 'not installed'}"
                       f"{'; url ' + model_file.url if model_file.url else ''}", file=env.stdout)
-            print(f"  status: {status.label}; size {spec.size}; template {spec.template}; "
+            smaller = f" (small faces: {', '.join(map(str, spec.crop_sizes))})" if spec.crop_sizes else ""
+            print(f"  status: {status.label}; size {spec.size}{smaller}; template {spec.template}; "
                   f"range {list(spec.range)}; licence: {spec.license}; source: {spec.source}", file=env.stdout)
         return ExitStatus.OK
     if args.action == "verify":

@@ -153,7 +153,11 @@ def crop_size_for(region: float, sizes: tuple[int, ...], upscale: float = 1.0) -
     A small face blown up to a 512 px crop is blur spread over 5-10x its pixels, outside what
     restora-lite learnt (downscales up to 8x, on faces near 200 px); at 3x oversampling its crop is
     nearer that scale, and the paste shrinks the crop back to the face's pixels either way.
-    Measured by TODO.
+    ``scripts/small_faces.py`` (16 validation faces, the default engine, PSNR gain over the degraded
+    photo, this rule against always 512): crops covering 48 px of the photo +1.35 / +0.43 dB at blur
+    0.8 + noise 6 + JPEG 50, +0.91 / +0.21 heavier, +0.73 / +0.50 at JPEG 90 alone, but +1.25 / +1.36
+    with noise 3 + JPEG 75 and no blur; at 96 px +1.46 / +1.29, +1.40 / +1.05, +0.41 / +0.27 and
+    +0.83 / +0.93; from 144 px on within 0.05 dB. The 48-96 px faces took half the time.
     """
     for size in sizes:
         if size >= max(CROP_OVERSAMPLING, upscale) * region:
