@@ -263,7 +263,7 @@ def measure_restorers(store: ModelStore, plan: Plan, provider: str, threads: int
                 continue
             spec = store.get(name, precision)
             progress(f"restorer {spec.key}")
-            session = create_session(store.require(spec)["model"], provider, threads)
+            session = create_session(store.require(spec)["model"], provider, threads, shapes_vary=bool(spec.crop_sizes))
             restorer = OnnxRestorer(spec, session)
             if restorer.size not in crops_by_size:
                 crops_by_size[restorer.size] = aligned_test_crops(store, restorer.size, max(plan.batches), provider)

@@ -239,7 +239,9 @@ class Enhancer:
         if self.restorer_spec.family != "restorer":
             raise ModelNotFoundError(f"{settings.model} is a {self.restorer_spec.family}, not a face restorer")
         paths = self.store.require(self.restorer_spec)
-        session = create_session(paths["model"], settings.provider, settings.threads)
+        session = create_session(
+            paths["model"], settings.provider, settings.threads, shapes_vary=bool(self.restorer_spec.crop_sizes)
+        )
         self.provider = session.get_providers()[0]
         self.restorer = OnnxRestorer(self.restorer_spec, session)
         self.detector_spec: ModelSpec | None = None

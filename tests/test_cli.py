@@ -190,7 +190,7 @@ def test_models_list_shows_the_shipped_models_installed() -> None:
 def test_models_info_shows_the_crop_sizes_small_faces_get() -> None:
     status, out, _ = run_cli("models", "info", "restora-lite")
     assert status == ExitStatus.OK
-    assert "size 512 (small faces: 256, 320, 384, 448)" in out
+    assert "size 512 (small faces: 256, 384)" in out
     status, out, _ = run_cli("models", "info", "gfpgan-1.4")
     assert status == ExitStatus.OK and "size 512;" in out
 

@@ -154,7 +154,7 @@ def test_shipped_manifests_parse() -> None:
     assert codeformer.weight_input == "weight" and codeformer.range == (-1.0, 1.0)
     assert codeformer.crop_sizes == ()  # public exports are fixed at 512
     lite = [s for s in specs if s.name == "restora-lite"]
-    assert len(lite) == 3 and all(s.crop_sizes == (256, 320, 384, 448) and s.size == 512 for s in lite)
+    assert len(lite) == 3 and all(s.crop_sizes == (256, 384) and s.size == 512 for s in lite)
 
 
 # -- store -------------------------------------------------------------------------------------

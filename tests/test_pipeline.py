@@ -87,9 +87,9 @@ def test_aligned_mode_restores_the_whole_crop_and_keeps_its_size(store, astronau
     crop = np.ascontiguousarray(astronaut[40:200, 150:310])  # 160x160 "aligned" face crop
     result = Enhancer(EnhanceSettings(aligned=True, color_correction=False), store).enhance(Image(pixels=crop))
     assert result.output.pixels.shape == crop.shape
-    assert result.faces[0].crop.shape == (512, 512, 3)  # 160 px: under 3x oversampling at 448
+    assert result.faces[0].crop.shape == (512, 512, 3)  # 160 px: 384 would sample it only 2.4x
     small = Enhancer(EnhanceSettings(aligned=True), store).enhance(Image(pixels=resize(crop, (96, 96), "area")))
-    assert small.faces[0].crop.shape == (320, 320, 3) and small.output.pixels.shape == (96, 96, 3)
+    assert small.faces[0].crop.shape == (384, 384, 3) and small.output.pixels.shape == (96, 96, 3)
     assert np.abs(result.output.pixels.astype(int) - crop).mean() > 0.5
 
 

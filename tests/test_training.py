@@ -585,7 +585,7 @@ def test_shipped_manifest_matches_its_files() -> None:
     for e in entries:
         assert e["name"] == "restora-lite" and e["family"] == "restorer" and e["arch"] == "restora"
         assert (e["size"], e["template"], e["input"], e["output"]) == (512, "ffhq", "input", "output")
-        assert e["crop_sizes"] == [256, 320, 384, 448]
+        assert e["crop_sizes"] == [256, 384]
         assert "non-commercial" in e["license"]
         path = manifest_path.parent / e["file"]
         assert hashlib.sha256(path.read_bytes()).hexdigest() == e["sha256"], path.name

@@ -32,7 +32,7 @@ from .model import RestoraLite, count_macs, count_params, pad_tail
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 512
 # The smaller square crops the manifest offers besides SIZE (multiples of 8: the net works down to 1/8).
-CROP_SIZES = (256, 320, 384, 448)
+CROP_SIZES = (256, 384)
 NAME = "restora-lite"
 LICENSE = (
     "Weights: non-commercial research use only (trained on UTKFace, FFHQ and CelebA-HQ faces, whose "

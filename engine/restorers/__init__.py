@@ -23,5 +23,5 @@ def load_restorer(
     if spec.family != "restorer":
         raise ModelError(f"{spec.name} is a {spec.family} model, not a restorer")
     paths = store.require(spec)
-    session = create_session(paths["model"], provider, threads)
+    session = create_session(paths["model"], provider, threads, shapes_vary=bool(spec.crop_sizes))
     return OnnxRestorer(spec, session)
