@@ -156,8 +156,8 @@ def crop_size_for(region: float, sizes: tuple[int, ...], upscale: float = 1.0) -
     ``scripts/small_faces.py`` (16 validation faces, the default engine, PSNR gain over the degraded
     photo, this rule against always 512): crops covering 48 px of the photo +1.35 / +0.43 dB at blur
     0.8 + noise 6 + JPEG 50, +0.91 / +0.21 heavier, +0.73 / +0.50 at JPEG 90 alone, but +1.25 / +1.36
-    with noise 3 + JPEG 75 and no blur; at 96 px +1.46 / +1.29, +1.40 / +1.05, +0.41 / +0.27 and
-    +0.83 / +0.93; from 144 px on within 0.05 dB. The 48-96 px faces took half the time.
+    with noise 3 + JPEG 75 and no blur; at 96 px (384) +1.52 / +1.29, +1.34 / +1.05, +0.34 / +0.27 and
+    +0.85 / +0.93; from 144 px on the same. The small faces took about half the time.
     """
     for size in sizes:
         if size >= max(CROP_OVERSAMPLING, upscale) * region:
