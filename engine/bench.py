@@ -46,8 +46,7 @@ from engine.pipeline import (
     load_detector,
 )
 from engine.resample import resize
-from engine.restorers import OnnxRestorer
-from engine.runtime import create_session
+from engine.restorers import load_restorer
 
 if TYPE_CHECKING:
     from engine.cli import Environment
@@ -263,8 +262,8 @@ def measure_restorers(store: ModelStore, plan: Plan, provider: str, threads: int
                 continue
             spec = store.get(name, precision)
             progress(f"restorer {spec.key}")
-            session = create_session(store.require(spec)["model"], provider, threads, shapes_vary=bool(spec.crop_sizes))
-            restorer = OnnxRestorer(spec, session)
+            restorer = load_restorer(store, name, precision, provider, threads)
+            session = restorer.session
             if restorer.size not in crops_by_size:
                 crops_by_size[restorer.size] = aligned_test_crops(store, restorer.size, max(plan.batches), provider)
             crops = crops_by_size[restorer.size]

@@ -108,7 +108,7 @@ class ModelSpec:
     files: tuple[ModelFile, ...]
     precision: str = "fp32"
     size: int | None = None  # square input size of a restorer (or a fixed-size detector)
-    # Smaller square crops a restorer with a dynamic input size also takes (restora-lite: 256-448).
+    # Smaller square crops a restorer with a dynamic input size also takes (restora-lite: 256, 384).
     # The pipeline restores a face that is small in the photo at one of them (faces.crop_size_for).
     crop_sizes: tuple[int, ...] = ()
     template: str | None = None  # alignment template for restorers: "ffhq" | "arcface"

@@ -22,7 +22,7 @@ from engine.faces import Face
 from engine.imageio import Image, resize_image, to_uint8
 from engine.models import ModelSpec, ModelStore
 from engine.resample import resize
-from engine.restorers import OnnxRestorer
+from engine.restorers import load_restorer
 from engine.runtime import create_session, resolve_providers
 
 DEFAULT_RESTORER = "restora-lite"
@@ -238,12 +238,8 @@ class Enhancer:
         self.restorer_spec: ModelSpec = self.store.get(settings.model, self.precision)
         if self.restorer_spec.family != "restorer":
             raise ModelNotFoundError(f"{settings.model} is a {self.restorer_spec.family}, not a face restorer")
-        paths = self.store.require(self.restorer_spec)
-        session = create_session(
-            paths["model"], settings.provider, settings.threads, shapes_vary=bool(self.restorer_spec.crop_sizes)
-        )
-        self.provider = session.get_providers()[0]
-        self.restorer = OnnxRestorer(self.restorer_spec, session)
+        self.restorer = load_restorer(self.store, settings.model, self.precision, settings.provider, settings.threads)
+        self.provider = self.restorer.session.get_providers()[0]
         self.detector_spec: ModelSpec | None = None
         self.detector: Detector | None = None
         if not settings.aligned:
