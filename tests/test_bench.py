@@ -39,6 +39,10 @@ def test_bench_smoke_writes_the_summary_contract(tmp_path: Path) -> None:
     lite = next(row for row in result["restorers"] if row["key"] == "restora-lite/int8")
     assert set(lite["by_crop_size"]) == {"256", "384"}
     assert all(timing["median_ms"] > 0 for timing in lite["by_crop_size"].values())
+    # The group photos are timed but kept out of the folder figure, which is the four sets.
+    folders = result["folders"]
+    assert folders["outside_ratio"] == ["1mp-12faces"] and folders["sets"]["1mp-12faces"]["real"]["faces"] == 12
+    assert folders["folder"]["photos"] == sum(folders["sets"][n]["real"]["photos"] for n in ("1mp-1face", "1mp-5faces"))
     assert summary["machine"]["cpu"] and summary["machine"]["cores"] >= 1
     assert isinstance(summary["machine"]["flags"], list)
     assert {"restora-lite/fp32", "restora-lite/int8"} <= set(summary["per_face_ms"])
@@ -47,6 +51,7 @@ def test_bench_smoke_writes_the_summary_contract(tmp_path: Path) -> None:
         assert summary[key] > 0, key
     printed = stdout.getvalue()
     assert "restora-lite/int8" in printed and "summary: " in printed and "smaller crops, batch 1: 256 px" in printed
+    assert "1mp-12faces*" in printed
 
 
 def test_generated_photos_hold_the_faces_they_promise(mtcnn) -> None:  # type: ignore[no-untyped-def]
