@@ -351,6 +351,50 @@ def keeps_photo_detail(matrix: np.ndarray) -> bool:
     return 0.0 < crop_per_photo < 1.0
 
 
+# Above this jpeg_blockiness a face's own finest band is mostly JPEG block edges, so pasting the
+# whole restored crop beats keeping that band. Measured with scripts/blocky_faces.py (data/real's
+# three selfies and the astronaut, faces of 800 and 1150 px, JPEG 10-50, PSNR against the photo
+# before compression on the central 60 % of the face); the figures are in docs/BENCHMARKS.md. Below
+# about 4 keeping the detail wins on real photos, by up to 2.5 dB on clean faces.
+BLOCKY_FACE = 4.5
+_JPEG_BLOCK = 8
+
+
+def jpeg_blockiness(pixels: np.ndarray, box: tuple[float, float, float, float] | None = None) -> float:
+    """How much bigger the luminance steps across an 8 px grid are than those inside it: about 1 for
+    a photo without JPEG blocks, 1.2-1.6 at JPEG quality 90, 5-19 at quality 10-20 (faces of 750-1200
+    px). Measured on the central 60 % of ``box`` (x1, y1, x2, y2), or the whole image.
+
+    The grid's phase is not assumed: a JPEG cropped after compression has its blocks off the origin,
+    so each axis takes the strongest of its 8 phases (on an unblocked photo that reads a few percent
+    above 1). 0.0 for a region too small to measure (under 4 blocks a side).
+    """
+    height, width = pixels.shape[:2]
+    x1, y1, x2, y2 = (0.0, 0.0, float(width), float(height)) if box is None else box
+    inset_x, inset_y = (x2 - x1) * 0.2, (y2 - y1) * 0.2
+    left, right = max(int(x1 + inset_x), 0), min(int(x2 - inset_x), width)
+    top, bottom = max(int(y1 + inset_y), 0), min(int(y2 - inset_y), height)
+    if right - left < 4 * _JPEG_BLOCK or bottom - top < 4 * _JPEG_BLOCK:
+        return 0.0
+    region = pixels[top:bottom, left:right, :3].astype(np.float32)
+    luma = region @ np.array([0.299, 0.587, 0.114], np.float32)
+    across = inside = 0.0
+    for axis, origin in ((1, left), (0, top)):
+        steps = np.abs(np.diff(luma, axis=axis)).mean(axis=1 - axis)  # one mean step per column gap (row gap)
+        phase = (origin + np.arange(steps.size)) % _JPEG_BLOCK  # the gap between pixels p and p + 1: p's phase
+        by_phase = np.bincount(phase, weights=steps, minlength=_JPEG_BLOCK) / np.bincount(phase, minlength=_JPEG_BLOCK)
+        strongest = int(np.argmax(by_phase))
+        across += float(by_phase[strongest])
+        inside += float(np.delete(by_phase, strongest).mean())
+    return across / inside if inside > 0 else 0.0
+
+
+def face_detail_worth_keeping(pixels: np.ndarray, face: Face, matrix: np.ndarray) -> bool:
+    """Whether ``paste_back`` should keep the photo's own finer detail for this face: the paste
+    enlarges the crop (``keeps_photo_detail``) and that detail is not mostly JPEG blocks."""
+    return keeps_photo_detail(matrix) and jpeg_blockiness(pixels, face.box) < BLOCKY_FACE
+
+
 def _paste_source(crop: np.ndarray, alpha: np.ndarray, inverse: np.ndarray) -> tuple[Premultiplied, np.ndarray]:
     """The crop premultiplied for pasting through ``inverse`` (crop -> photo), and the matrix to
     warp it with. Into a face under half the crop's size it goes through block means first, as the

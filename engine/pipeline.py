@@ -427,10 +427,11 @@ def compose(
         scale = 257.0 if base.pixels.dtype == np.uint16 else 1.0
         limit = 65535.0 if base.pixels.dtype == np.uint16 else 255.0
         original = base.pixels.astype(np.float32)
-        if grow and source.width > finished.shape[1]:
+        if grow and source.width > finished.shape[1] and facelib.jpeg_blockiness(source.pixels) < facelib.BLOCKY_FACE:
             # A crop bigger than the model's: add only the model's change, enlarged, so the crop keeps
             # the detail finer than the model's size (as paste_back does for faces in photos). Not for
-            # a smaller crop enlarged by ``upscale``: its interpolated copy holds no such detail.
+            # a smaller crop enlarged by ``upscale``: its interpolated copy holds no such detail. Nor
+            # for a blocky JPEG, whose finer "detail" is its blocks (facelib.BLOCKY_FACE).
             resized -= resize(records[0].crop, size, "cubic")
             mixed = original + resized * np.float32(scale * strength)
         else:
@@ -442,15 +443,18 @@ def compose(
         return base
     # One copy, then paste in place; a resized base is already a copy unless it is read-only.
     own = base is not source or reuse_source
+    # Into a face bigger than the crop, in the photo itself and in the output, only the restorer's
+    # change is pasted and the photo keeps its own finer detail (facelib.keeps_photo_detail), unless
+    # that detail is mostly JPEG blocks (facelib.face_detail_worth_keeping). Only the photo itself
+    # holds such detail: enlarged (``upscale``), a face the crop out-resolves would keep just the
+    # enlarged JPEG blocks and noise of its interpolated copy. Decided before any paste, on the
+    # photo as it came (with ``reuse_source`` the pastes write into it).
+    keep_detail = [facelib.face_detail_worth_keeping(source.pixels, r.face, r.matrix) for r in chosen]
     pixels = base.pixels if own and base.pixels.flags.writeable else base.pixels.copy()
-    for record in chosen:
+    for record, keep in zip(chosen, keep_detail, strict=True):
         finished, strength = finish_face(record, options.fidelity, options.color_correction)
         matrix = facelib.scale_matrix(record.matrix, options.upscale)
-        # Into a face bigger than the crop, in the photo itself and in the output, only the restorer's
-        # change is pasted and the photo keeps its own finer detail (facelib.keeps_photo_detail). Only
-        # the photo itself holds such detail: enlarged (``upscale``), a face the crop out-resolves would
-        # keep just the enlarged JPEG blocks and noise of its interpolated copy.
-        seen = record.crop if facelib.keeps_photo_detail(record.matrix) else None
+        seen = record.crop if keep else None
         facelib.paste_back(pixels, finished, matrix, strength=strength, in_place=True, original_crop=seen)
     return replace(base, pixels=pixels)
 

@@ -246,6 +246,31 @@ def test_big_changes_keep_their_size_and_shrinking_pastes_take_the_whole_crop(as
                           paste_back(astronaut, restored, small.matrix))
 
 
+def _jpeg(pixels: np.ndarray, quality: int) -> np.ndarray:
+    import io
+
+    import PIL.Image
+
+    from tests.helpers import jpeg_bytes
+
+    return np.asarray(PIL.Image.open(io.BytesIO(jpeg_bytes(pixels, quality))).convert("RGB"))
+
+
+def test_jpeg_blockiness_finds_the_8px_grid_wherever_it_lies(astronaut: np.ndarray) -> None:
+    """About 1 without blocks, a little more at JPEG 90, several times that at JPEG 5; the same for a
+    JPEG cropped after compression (its grid off the origin); a box is measured on its middle."""
+    from engine.resample import resize
+
+    big = resize(astronaut, (2560, 2560), "cubic")
+    face = (1000.0, 330.0, 1460.0, 790.0)  # the astronaut's face, 5x
+    clean, fine, blocky = (facelib.jpeg_blockiness(p, face) for p in (big, _jpeg(big, 90), _jpeg(big, 5)))
+    assert clean < 1.1 and 1.05 < fine < 1.5 and blocky > 2 * facelib.BLOCKY_FACE
+    shifted = _jpeg(big, 5)[3:, 5:]
+    moved = (face[0] - 5, face[1] - 3, face[2] - 5, face[3] - 3)
+    assert facelib.jpeg_blockiness(shifted, moved) == pytest.approx(blocky, rel=0.02)
+    assert facelib.jpeg_blockiness(_jpeg(big, 5), (0.0, 0.0, 40.0, 40.0)) == 0.0, "too small to tell"
+
+
 def test_small_faces_get_the_smallest_crop_that_oversamples_them_three_times() -> None:
     sizes = (256, 320, 384, 448, 512)
     assert [crop_size_for(region, sizes) for region in (40, 85.3, 100, 128, 150, 160, 2000)] == [

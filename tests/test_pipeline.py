@@ -227,7 +227,9 @@ def test_only_detail_the_photo_itself_holds_is_kept(store, astronaut: np.ndarray
     small_face = Enhancer(EnhanceSettings(upscale=4), store).enhance(Image(pixels=astronaut))
     assert small_face.faces and seen == [False] * len(small_face.faces)
     seen.clear()
-    big = np.ascontiguousarray(np.repeat(np.repeat(astronaut, 4, axis=0), 4, axis=1))
+    # Cubic, not nearest: a 4x nearest enlargement's pixel steps sit on the 8 px grid and read as
+    # JPEG blocks (test_a_big_face_in_a_blocky_jpeg_gets_the_whole_restored_crop).
+    big = resize(astronaut, (2048, 2048), "cubic")
     for upscale in (1.0, 2.0):
         Enhancer(EnhanceSettings(upscale=upscale), store).enhance(Image(pixels=big))
     assert seen and all(seen)
@@ -239,6 +241,56 @@ def test_only_detail_the_photo_itself_holds_is_kept(store, astronaut: np.ndarray
     record = result.faces[0]
     whole = resize(record.restored, (1024, 1024), "cubic").astype(float)
     assert np.abs(result.output.pixels.astype(float) - whole).max() <= 1.0
+
+
+def test_a_big_face_in_a_blocky_jpeg_gets_the_whole_restored_crop(  # type: ignore[no-untyped-def]
+    store, astronaut: np.ndarray, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A face bigger than the crop keeps the photo's finer detail, unless that detail is JPEG blocks
+    (faces.BLOCKY_FACE): the crop cannot see an 8 px grid at that scale, so keeping the photo's band
+    would keep every block. At JPEG 5 the whole restored crop goes in and the blocks go; at JPEG 90
+    the detail stays. Aligned crops bigger than the model's follow the same rule."""
+    import io
+
+    from PIL import Image as PILImage
+
+    import engine.faces as facelib
+    from tests.helpers import jpeg_bytes
+
+    def jpeg(pixels: np.ndarray, quality: int) -> np.ndarray:
+        return np.asarray(PILImage.open(io.BytesIO(jpeg_bytes(pixels, quality))).convert("RGB"))
+
+    seen: list[bool] = []
+    original = facelib.paste_back
+
+    def spy(*args: object, original_crop: np.ndarray | None = None, **kwargs: object) -> np.ndarray:
+        seen.append(original_crop is not None)
+        return original(*args, original_crop=original_crop, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(facelib, "paste_back", spy)
+    threshold = facelib.BLOCKY_FACE
+    big = resize(astronaut, (2560, 2560), "cubic")  # the face about 460 px, its crop about 1,000
+    enhancer = Enhancer(EnhanceSettings(), store)
+    blocky = enhancer.enhance(Image(pixels=jpeg(big, 5)))
+    fine = enhancer.enhance(Image(pixels=jpeg(big, 90)))
+    assert len(blocky.faces) == len(fine.faces) == 1 and seen == [False, True]
+    record = blocky.faces[0]
+    assert facelib.keeps_photo_detail(record.matrix), "the paste enlarges this crop"
+    before = facelib.jpeg_blockiness(blocky.source.pixels, record.face.box)
+    after = facelib.jpeg_blockiness(blocky.output.pixels, record.face.box)
+    assert before > 1.5 * threshold and after < before / 2, (before, after)
+    monkeypatch.setattr(facelib, "BLOCKY_FACE", float("inf"))  # the rule off: the blocks stay
+    kept = compose(blocky.source, blocky.faces, ComposeOptions(enhancer.fidelity)).pixels
+    assert facelib.jpeg_blockiness(kept, record.face.box) > 1.5 * after
+
+    # Aligned: a 1024 px crop at JPEG 3 gets the whole restored crop, enlarged.
+    crop = jpeg(resize(astronaut[40:360, 100:420], (1024, 1024), "cubic"), 3)
+    assert facelib.jpeg_blockiness(crop) > 1.5 * threshold
+    kept_crop = Enhancer(EnhanceSettings(aligned=True), store).enhance(Image(pixels=crop)).output.pixels
+    blocks_kept = facelib.jpeg_blockiness(kept_crop)
+    monkeypatch.undo()
+    aligned = Enhancer(EnhanceSettings(aligned=True), store).enhance(Image(pixels=crop))
+    assert facelib.jpeg_blockiness(aligned.output.pixels) < 0.75 * blocks_kept
 
 
 def test_a_small_face_is_restored_at_a_small_crop_and_comes_out_closer_to_the_clean_face(  # type: ignore[no-untyped-def]
