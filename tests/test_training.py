@@ -332,6 +332,59 @@ def test_two_training_steps_then_resume(tmp_path: Path) -> None:
 
 
 @needs_torch
+def test_batches_are_the_same_made_here_or_by_worker_processes() -> None:
+    """--workers only changes who makes a step's batch (a GPU run needs several processes to keep
+    up): the same steps give the same pixels, and a resumed run at step 5 gets step 5's batch."""
+    import torch
+
+    from training.train import parse_args, step_batches
+
+    args = parse_args(["--batch", "2", "--patch", "48", "--degradations", "tiers", "--device", "cpu"])
+    sampler = smoke_sampler(48)
+
+    def first_three(workers: int, start: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        args.workers = workers
+        batches = step_batches(sampler, args, start)
+        taken = [next(batches) for _ in range(3)]
+        batches.close()  # ends the worker processes
+        return taken
+
+    here, pooled, later = first_three(0, 3), first_three(2, 3), first_three(2, 5)
+    for (x, y), (px, py) in zip(here, pooled, strict=True):
+        assert x.shape == (2, 3, 48, 48) and torch.equal(x, px) and torch.equal(y, py)
+    assert torch.equal(later[0][0], here[2][0]) and not torch.equal(here[0][0], here[1][0])
+
+
+@needs_torch
+def test_training_with_worker_processes_saves_and_resumes(tmp_path: Path) -> None:
+    from training.checkpoint import load_meta
+    from training.train import parse_args, train
+
+    common = ["--name", "workers", "--runs-dir", str(tmp_path), "--batch", "2", "--patch", "48", "--val-faces",
+              "0", "--warmup", "1", "--widths", "8,8,16,16", "--blocks", "1", "--workers", "2", "--device", "cpu"]
+    first = train(parse_args([*common, "--steps", "2"]), smoke_sampler(48))
+    assert load_meta(first)["step"] == 2
+    second = train(parse_args([*common, "--steps", "3", "--resume", "auto"]), smoke_sampler(48))
+    assert load_meta(second)["step"] == 3
+    start = json.loads((tmp_path / "workers" / "log.jsonl").read_text().splitlines()[0])
+    assert start["device"] == "cpu" and start["args"]["workers"] == 2
+
+
+def test_amp_and_cuda_are_refused_where_they_cannot_run() -> None:
+    pytest.importorskip("torch")
+    import torch
+
+    from training.train import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--device", "cpu", "--amp", "bf16"])
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):
+            parse_args(["--device", "cuda"])
+        assert parse_args([]).device == "cpu"
+
+
+@needs_torch
 def test_revive_dead_run_logs_what_it_revived_and_trains_on(tmp_path: Path) -> None:
     """--revive-dead on a resumed net: the start record says how many channels per site restarted."""
     import torch

@@ -23,16 +23,16 @@ def save_checkpoint(
     """Writes ``path`` (.safetensors) and ``path.with_suffix('.json')``, each atomically.
 
     ``ema``: an exponential moving average of the model's state dict, stored as ``ema.<key>``."""
-    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if ema is not None:
-        tensors.update({f"ema.{k}": v.detach().contiguous() for k, v in ema.items()})
+        tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.items()})
     groups: list[dict[str, Any]] = []
     if optimizer is not None:
         sd = optimizer.state_dict()
         for idx, state in sd["state"].items():
             for key, value in state.items():
                 t = value if torch.is_tensor(value) else torch.tensor(value)
-                tensors[f"optim.{idx}.{key}"] = t.detach().contiguous()
+                tensors[f"optim.{idx}.{key}"] = t.detach().cpu().contiguous()
         groups = [{k: v for k, v in g.items()} for g in sd["param_groups"]]
     tmp = path.with_suffix(".safetensors.part")
     save_file(tensors, str(tmp))

@@ -377,7 +377,7 @@ def count_macs(model: nn.Module, size: int = 512) -> int:
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
     with torch.no_grad():
-        model(torch.zeros(1, 3, size, size))
+        model(torch.zeros(1, 3, size, size, device=next(model.parameters()).device))
     for h in handles:
         h.remove()
     return total

@@ -6,11 +6,17 @@
 Checkpoints: runs/<name>/ckpt-<step>.safetensors + .json every --ckpt-minutes (and at the end);
 log: runs/<name>/log.jsonl. The learning rate follows a cosine over the --minutes budget (training
 time only, carried across resumes) or over --steps when no budget is given.
+
+On a GPU (``--device cuda``, the default where one is present) the degraded patches are made by
+``--workers`` processes, since making them on the CPU is then the slow part; ``--amp bf16`` runs the
+network's forward pass in bfloat16 (the losses stay in float32). Each batch is seeded by its step, so
+a run makes the same batches on any device and with any number of workers (test).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections.abc
 import json
 import math
 import time
@@ -115,6 +121,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--val-faces", type=int, default=6)
     p.add_argument("--ema", type=float, default=0.0, help="EMA decay of the weights (0: off); export uses it")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: cuda where present")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="processes that make the degraded batches (0: the training process makes them, as on 2 cores)",
+    )
+    p.add_argument("--amp", default="none", choices=["none", "bf16"], help="bf16: autocast the forward pass (cuda)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--add-quarter-blocks",
@@ -154,6 +168,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--revive-dead changes a trained net: it needs --resume and --weights-only")
     if (args.distill_weight > 0 or args.feature_weight > 0) and args.teacher_cache is None:
         p.error("--distill-weight and --feature-weight need --teacher-cache")
+    if args.workers < 0:
+        p.error("--workers must be 0 or more")
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: this PyTorch sees no CUDA device")
+    if args.amp != "none" and args.device != "cuda":
+        p.error("--amp bf16 is for --device cuda (on a CPU it is slower and changes the numbers)")
     if args.revive_deep and not (args.resume and args.weights_only):
         p.error("--revive-deep restarts part of a trained net: it needs --resume and --weights-only")
     if (args.add_blocks or args.add_quarter_blocks) and not (args.resume and args.weights_only):
@@ -195,6 +217,56 @@ def make_batch(
     return torch.from_numpy(np.stack(inputs)), torch.from_numpy(np.stack(targets))
 
 
+class StepBatches(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """The training batch of each step, made from a generator seeded by (seed, step): the same
+    batches whichever process makes them, so ``--workers`` changes the speed, never the run."""
+
+    def __init__(self, sampler: PatchSampler, args: argparse.Namespace) -> None:
+        self.sampler, self.args = sampler, args
+
+    def __len__(self) -> int:
+        return 2**62  # indexed by step; a time budget knows no last step
+
+    def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        a = self.args
+        rng = np.random.default_rng([a.seed, step])
+        return make_batch(
+            self.sampler, rng, a.batch, a.light_fraction, a.degradations, a.face_scale_from,
+            (a.face_scale_min, a.face_scale_max),
+        )
+
+
+def _quiet_worker(_worker: int) -> None:
+    # One thread per worker process: OpenCV (JPEG, blur) would otherwise start a pool in each.
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
+def step_batches(
+    sampler: PatchSampler, args: argparse.Namespace, first_step: int
+) -> collections.abc.Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The batches of steps ``first_step``, ``first_step + 1``... made in this process or, with
+    ``args.workers``, by a torch DataLoader's worker processes (in step order, a few ahead)."""
+    dataset = StepBatches(sampler, args)
+    if args.workers == 0:
+        step = first_step
+        while True:
+            yield dataset[step]
+            step += 1
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=None,  # each item is already a batch
+        sampler=range(first_step, len(dataset)),
+        num_workers=args.workers,
+        worker_init_fn=_quiet_worker,
+        pin_memory=args.device == "cuda",
+        prefetch_factor=4,
+        persistent_workers=False,
+    )
+    yield from loader
+
+
 def validation_set(data_dir: Path, count: int, tier: str = "medium") -> list[tuple[np.ndarray, np.ndarray]]:
     """Fixed (degraded, clean) 512 px pairs: the same bytes in every run."""
     pairs = []
@@ -217,12 +289,13 @@ def validate(model: RestoraLite, pairs: list[tuple[np.ndarray, np.ndarray]]) -> 
     model.eval()
     gains = []
     outs = []
+    device = next(model.parameters()).device
     for degraded, clean in pairs:
-        x = torch.from_numpy(degraded.transpose(2, 0, 1)[None].copy())
-        y = model(x)[0].numpy().transpose(1, 2, 0)
+        x = torch.from_numpy(degraded.transpose(2, 0, 1)[None].copy()).to(device)
+        y = model(x)[0].float().cpu().numpy().transpose(1, 2, 0)
         outs.append(psnr(y, clean))
         gains.append(psnr(y, clean) - psnr(degraded, clean))
-    probe = [torch.from_numpy(d.transpose(2, 0, 1)[None].copy()) for d, _ in pairs[:2]]
+    probe = [torch.from_numpy(d.transpose(2, 0, 1)[None].copy()).to(device) for d, _ in pairs[:2]]
     live = [deep_path_live(model, x) for x in probe]
     dead = dead_channel_count(model, torch.cat(probe)) if probe else -1
     model.train()
@@ -240,6 +313,9 @@ def train(args: argparse.Namespace, sampler: PatchSampler | None = None) -> Path
     """Runs until the budget is spent; returns the last checkpoint. ``sampler`` overrides --data-dir."""
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # one patch size all run: let cuDNN pick its kernels
     run_dir = args.runs_dir / args.name
     run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -273,6 +349,7 @@ def train(args: argparse.Namespace, sampler: PatchSampler | None = None) -> Path
         if args.widen:
             model = widen(model, tuple(int(w) for w in args.widen.split(",")), args.seed)  # type: ignore[arg-type]
         net = model.config
+    model.to(device)  # before the optimizer: its state follows the parameters' device on loading
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     if resume_path is not None:
         optimizer_state = None if args.weights_only else optimizer
@@ -285,12 +362,14 @@ def train(args: argparse.Namespace, sampler: PatchSampler | None = None) -> Path
     ema: dict[str, torch.Tensor] | None = None
     if args.ema > 0:
         stored = load_ema(resume_path) if resume_path is not None and not args.weights_only else None
-        ema = stored or {k: v.detach().clone() for k, v in model.state_dict().items()}
+        ema = {k: v.to(device) for k, v in stored.items()} if stored else {
+            k: v.detach().clone() for k, v in model.state_dict().items()
+        }
 
     disc: PatchDiscriminator | None = None
     d_optimizer: torch.optim.Optimizer | None = None
     if args.gan_weight > 0 or args.fm_weight > 0:
-        disc = PatchDiscriminator()
+        disc = PatchDiscriminator().to(device)
         d_optimizer = torch.optim.Adam(disc.parameters(), lr=args.d_lr, betas=(0.5, 0.999))
         disc_path = resume_path.with_name(resume_path.stem + ".disc.safetensors") if resume_path else None
         if disc_path is not None and disc_path.exists():
@@ -307,7 +386,7 @@ def train(args: argparse.Namespace, sampler: PatchSampler | None = None) -> Path
 
         cache = open_cache(args.teacher_cache)
         if args.feature_weight > 0:
-            adapter = feature_adapter(net.widths[3], cache.body_channels)
+            adapter = feature_adapter(net.widths[3], cache.body_channels).to(device)
             a_optimizer = torch.optim.AdamW(adapter.parameters(), lr=args.lr, weight_decay=0.0)
             adapter_path = resume_path.with_name(resume_path.stem + ".adapter.safetensors") if resume_path else None
             if adapter_path is not None and adapter_path.exists():
@@ -333,7 +412,9 @@ def train(args: argparse.Namespace, sampler: PatchSampler | None = None) -> Path
     if args.revive_dead:
         # 64 training patches, heavy and light: a channel is revived only if it is dead on all of them.
         probe, _ = make_batch(sampler, np.random.default_rng([args.seed, 2**31]), 64, 0.5, args.degradations)
-        revived = revive_dead_channels(model, probe, args.seed)
+        # On the CPU: the fresh weights come from a seeded CPU generator (the same on any device).
+        revived = revive_dead_channels(model.cpu(), probe, args.seed)
+        model.to(device)
         if ema is not None:
             ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -349,6 +430,7 @@ def train(args: argparse.Namespace, sampler: PatchSampler | None = None) -> Path
             "net": net.to_dict(),
             "params": count_params(model),
             "gmacs_512": count_macs(model) / 1e9,
+            "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
             "faces": len(sampler.face_files),
             "revived_channels": revived,
             "hq_faces": len(sampler.hq_images),
@@ -380,14 +462,14 @@ def train(args: argparse.Namespace, sampler: PatchSampler | None = None) -> Path
 
             # Beside the checkpoint, so a resumed GAN run keeps its discriminator.
             save_file(
-                {k: v.contiguous() for k, v in disc.state_dict().items()},
+                {k: v.cpu().contiguous() for k, v in disc.state_dict().items()},
                 str(path.with_name(path.stem + ".disc.safetensors")),
             )
         if adapter is not None:
             from safetensors.torch import save_file
 
             save_file(
-                {k: v.contiguous() for k, v in adapter.state_dict().items()},
+                {k: v.cpu().contiguous() for k, v in adapter.state_dict().items()},
                 str(path.with_name(path.stem + ".adapter.safetensors")),
             )
         for old in sorted(run_dir.glob("ckpt-???????.safetensors"))[: -args.keep_ckpts]:
@@ -404,6 +486,8 @@ def train(args: argparse.Namespace, sampler: PatchSampler | None = None) -> Path
     running: dict[str, float] = {}
     path = None
     model.train()
+    batches = step_batches(sampler, args, step) if cache is None else None
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=args.amp == "bf16")
     while True:
         progress = train_seconds / budget if budget else step / args.steps
         if progress >= 1.0:
@@ -413,20 +497,16 @@ def train(args: argparse.Namespace, sampler: PatchSampler | None = None) -> Path
         for g in optimizer.param_groups:
             g["lr"] = lr
         # Seeded by step: a resumed run sees the same batches it would have seen.
-        rng = np.random.default_rng([args.seed, step])
         if cache is not None:
-            x, y, teacher_out, teacher_body = cache.batch(rng, args.batch)
+            x, y, teacher_out, teacher_body = cache.batch(np.random.default_rng([args.seed, step]), args.batch)
+            teacher_out, teacher_body = teacher_out.to(device), teacher_body.to(device)
         else:
-            x, y = make_batch(
-                sampler,
-                rng,
-                args.batch,
-                args.light_fraction,
-                args.degradations,
-                args.face_scale_from,
-                (args.face_scale_min, args.face_scale_max),
-            )
-        out, body = model.native_with_body(x)
+            assert batches is not None
+            x, y = next(batches)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with autocast:
+            out, body = model.native_with_body(x)
+        out, body = out.float(), body.float()  # the losses (FFT, SSIM) in float32
         loss, parts = restoration_loss(out, y, args.ssim_weight, args.fft_weight, args.detail_weight)
         if cache is not None and args.distill_weight > 0:
             kd = (out - teacher_out).abs().mean()
@@ -439,7 +519,9 @@ def train(args: argparse.Namespace, sampler: PatchSampler | None = None) -> Path
             loss = loss + args.feature_weight * feat
             parts["feat"] = feat.item()
         if disc is not None and d_optimizer is not None:
-            adv, fm = generator_losses(disc, y, out)
+            with autocast:
+                adv, fm = generator_losses(disc, y, out)
+            adv, fm = adv.float(), fm.float()
             loss = loss + args.gan_weight * adv + args.fm_weight * fm
             parts.update({"g_adv": adv.item(), "fm": fm.item()})
         optimizer.zero_grad(set_to_none=True)
@@ -448,7 +530,8 @@ def train(args: argparse.Namespace, sampler: PatchSampler | None = None) -> Path
         loss.backward()
         if disc is not None and d_optimizer is not None:
             d_optimizer.zero_grad(set_to_none=True)  # drops what the generator's loss left on D
-            d_loss = discriminator_loss(disc, y, out)
+            with autocast:
+                d_loss = discriminator_loss(disc, y, out).float()
             d_loss.backward()
             d_optimizer.step()
             parts["d"] = d_loss.item()
@@ -478,7 +561,7 @@ def train(args: argparse.Namespace, sampler: PatchSampler | None = None) -> Path
         if val_pairs and step % args.val_every == 0:
             write({"step": step, **validate(model, val_pairs)})
             if ema is not None:
-                ema_model = RestoraLite(net)
+                ema_model = RestoraLite(net).to(device)
                 ema_model.load_state_dict(ema)
                 write({"step": step, **{f"ema_{k}": v for k, v in validate(ema_model, val_pairs).items()}})
         if time.monotonic() - last_ckpt >= args.ckpt_minutes * 60:
