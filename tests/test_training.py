@@ -370,6 +370,32 @@ def test_training_with_worker_processes_saves_and_resumes(tmp_path: Path) -> Non
     assert start["device"] == "cpu" and start["args"]["workers"] == 2
 
 
+@needs_torch
+def test_gpu_pack_holds_the_sharpest_faces_and_the_same_validation_faces(tmp_path: Path) -> None:
+    """training.pack, for a lent GPU machine (../shared does not travel): the sharpest faces up to its
+    size, a manifest of those alone, train_hq, and the very validation faces a run at home scores."""
+    if not (SHARED_DATA / "train" / "manifest.csv").exists():
+        pytest.skip("../shared/data is absent")
+    from training.data import read_manifest, sharp_face_files
+    from training.pack import pack
+    from training.train import validation_set
+
+    result = pack(SHARED_DATA, tmp_path / "pack", max_mb=5.0, val_faces=2)
+    assert result["val_faces"] == 2 and result["faces"] > 20 and result["mb"] <= 5.0
+    rows = [r for r in read_manifest(SHARED_DATA / "train" / "manifest.csv") if r["near_gray"] != "1"]
+    sharpest = sorted(rows, key=lambda r: float(r["laplacian_var"]), reverse=True)[: int(result["faces"])]
+    packed = sharp_face_files(tmp_path / "pack", keep_fraction=1.0)
+    names = [p.relative_to(tmp_path / "pack" / "train").as_posix() for p in packed]
+    assert names == sorted(r["file"] for r in sharpest)
+    for path, name in zip(packed, names, strict=True):
+        assert path.read_bytes() == (SHARED_DATA / "train" / name).read_bytes()
+    for (d_pack, c_pack), (d_home, c_home) in zip(validation_set(tmp_path / "pack", 2), validation_set(SHARED_DATA, 2),
+                                                  strict=True):
+        assert np.array_equal(d_pack, d_home) and np.array_equal(c_pack, c_home)
+    assert len(list((tmp_path / "pack" / "train_hq").rglob("*.png"))) + len(
+        list((tmp_path / "pack" / "train_hq").rglob("*.jpg"))) == result["hq_faces"]
+
+
 def test_amp_and_cuda_are_refused_where_they_cannot_run() -> None:
     pytest.importorskip("torch")
     import torch
