@@ -36,6 +36,11 @@ def jpeg_bytes(pixels: np.ndarray, quality: int = 95) -> bytes:
     return buffer.getvalue()
 
 
+def decoded_jpeg(pixels: np.ndarray, quality: int) -> np.ndarray:
+    """``pixels`` after a round trip through a JPEG of that quality."""
+    return np.asarray(PILImage.open(io.BytesIO(jpeg_bytes(pixels, quality))).convert("RGB"))
+
+
 def far_from_face_mask(shape: tuple[int, ...], box: tuple[float, float, float, float], margin: float) -> np.ndarray:
     """True where a pixel is more than ``margin`` face-sizes away from the face box."""
     height, width = shape[:2]

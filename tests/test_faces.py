@@ -246,20 +246,11 @@ def test_big_changes_keep_their_size_and_shrinking_pastes_take_the_whole_crop(as
                           paste_back(astronaut, restored, small.matrix))
 
 
-def _jpeg(pixels: np.ndarray, quality: int) -> np.ndarray:
-    import io
-
-    import PIL.Image
-
-    from tests.helpers import jpeg_bytes
-
-    return np.asarray(PIL.Image.open(io.BytesIO(jpeg_bytes(pixels, quality))).convert("RGB"))
-
-
 def test_jpeg_blockiness_finds_the_8px_grid_wherever_it_lies(astronaut: np.ndarray) -> None:
     """About 1 without blocks, a little more at JPEG 90, several times that at JPEG 5; the same for a
     JPEG cropped after compression (its grid off the origin); a box is measured on its middle."""
     from engine.resample import resize
+    from tests.helpers import decoded_jpeg as _jpeg
 
     big = resize(astronaut, (2560, 2560), "cubic")
     face = (1000.0, 330.0, 1460.0, 790.0)  # the astronaut's face, 5x

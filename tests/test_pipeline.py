@@ -209,11 +209,8 @@ def test_aligned_mode_keeps_the_detail_of_a_crop_bigger_than_the_model(store, as
     assert (left**2).mean() / (grain**2).mean() > 0.8 and np.corrcoef(grain.ravel(), left.ravel())[0, 1] > 0.9
 
 
-def test_only_detail_the_photo_itself_holds_is_kept(store, astronaut: np.ndarray,  # type: ignore[no-untyped-def]
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    """``--upscale`` enlarges the photo, not its detail: a face the crop out-resolves in the photo gets
-    the whole restored crop even where the enlarged output's face is bigger than the crop; a face
-    bigger than the crop in the photo itself keeps its detail, enlarged or not."""
+def record_detail_kept(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """For each face pasted from now on, whether paste_back was given the crop to keep the photo's detail."""
     import engine.faces as facelib
 
     seen: list[bool] = []
@@ -224,6 +221,16 @@ def test_only_detail_the_photo_itself_holds_is_kept(store, astronaut: np.ndarray
         return original(*args, original_crop=original_crop, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(facelib, "paste_back", spy)
+    return seen
+
+
+def test_only_detail_the_photo_itself_holds_is_kept(store, astronaut: np.ndarray,  # type: ignore[no-untyped-def]
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--upscale`` enlarges the photo, not its detail: a face the crop out-resolves in the photo gets
+    the whole restored crop even where the enlarged output's face is bigger than the crop; a face
+    bigger than the crop in the photo itself keeps its detail, enlarged or not."""
+
+    seen = record_detail_kept(monkeypatch)
     small_face = Enhancer(EnhanceSettings(upscale=4), store).enhance(Image(pixels=astronaut))
     assert small_face.faces and seen == [False] * len(small_face.faces)
     seen.clear()
@@ -250,24 +257,10 @@ def test_a_big_face_in_a_blocky_jpeg_gets_the_whole_restored_crop(  # type: igno
     (faces.BLOCKY_FACE): the crop cannot see an 8 px grid at that scale, so keeping the photo's band
     would keep every block. At JPEG 5 the whole restored crop goes in and the blocks go; at JPEG 90
     the detail stays. Aligned crops bigger than the model's follow the same rule."""
-    import io
-
-    from PIL import Image as PILImage
-
     import engine.faces as facelib
-    from tests.helpers import jpeg_bytes
+    from tests.helpers import decoded_jpeg as jpeg
 
-    def jpeg(pixels: np.ndarray, quality: int) -> np.ndarray:
-        return np.asarray(PILImage.open(io.BytesIO(jpeg_bytes(pixels, quality))).convert("RGB"))
-
-    seen: list[bool] = []
-    original = facelib.paste_back
-
-    def spy(*args: object, original_crop: np.ndarray | None = None, **kwargs: object) -> np.ndarray:
-        seen.append(original_crop is not None)
-        return original(*args, original_crop=original_crop, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(facelib, "paste_back", spy)
+    seen = record_detail_kept(monkeypatch)
     threshold = facelib.BLOCKY_FACE
     big = resize(astronaut, (2560, 2560), "cubic")  # the face about 460 px, its crop about 1,000
     enhancer = Enhancer(EnhanceSettings(), store)
