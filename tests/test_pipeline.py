@@ -229,7 +229,6 @@ def test_only_detail_the_photo_itself_holds_is_kept(store, astronaut: np.ndarray
     """``--upscale`` enlarges the photo, not its detail: a face the crop out-resolves in the photo gets
     the whole restored crop even where the enlarged output's face is bigger than the crop; a face
     bigger than the crop in the photo itself keeps its detail, enlarged or not."""
-
     seen = record_detail_kept(monkeypatch)
     small_face = Enhancer(EnhanceSettings(upscale=4), store).enhance(Image(pixels=astronaut))
     assert small_face.faces and seen == [False] * len(small_face.faces)
