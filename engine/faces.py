@@ -353,16 +353,16 @@ def keeps_photo_detail(matrix: np.ndarray) -> bool:
 
 # Above this jpeg_blockiness a face's own finest band is mostly JPEG block edges, so pasting the
 # whole restored crop beats keeping that band. Measured with scripts/blocky_faces.py (data/real's
-# three selfies and the astronaut, faces of 800 and 1150 px, JPEG 10-50, PSNR against the photo
+# three selfies and the astronaut, faces of 800 and 1150 px, JPEG 10-90, PSNR against the photo
 # before compression on the central 60 % of the face); the figures are in docs/BENCHMARKS.md. Below
-# about 4 keeping the detail wins on real photos, by up to 2.5 dB on clean faces.
+# about 4 keeping the detail wins on real photos, by up to 3.9 dB on clean ones (JPEG 90).
 BLOCKY_FACE = 4.5
 _JPEG_BLOCK = 8
 
 
 def jpeg_blockiness(pixels: np.ndarray, box: tuple[float, float, float, float] | None = None) -> float:
     """How much bigger the luminance steps across an 8 px grid are than those inside it: about 1 for
-    a photo without JPEG blocks, 1.2-1.6 at JPEG quality 90, 5-19 at quality 10-20 (faces of 750-1200
+    a photo without JPEG blocks, 1.2-1.6 at JPEG quality 90, 3.4-19 at quality 10-20 (faces of 750-1200
     px). Measured on the central 60 % of ``box`` (x1, y1, x2, y2), or the whole image.
 
     The grid's phase is not assumed: a JPEG cropped after compression has its blocks off the origin,
