@@ -567,6 +567,8 @@ def train(args: argparse.Namespace, sampler: PatchSampler | None = None) -> Path
         if time.monotonic() - last_ckpt >= args.ckpt_minutes * 60:
             path = checkpoint()
             last_ckpt = time.monotonic()
+    if batches is not None:
+        batches.close()  # stops the worker processes now, not whenever the generator is collected
     path = checkpoint()
     if val_pairs:
         write({"step": step, "event": "end", **validate(model, val_pairs)})
