@@ -29,7 +29,7 @@ import torch
 
 from .checkpoint import latest_checkpoint, load_checkpoint, load_ema, save_checkpoint
 from .data import DEFAULT_DATA_DIR, PatchSampler, eval_face_files, load_rgb
-from .degrade import TIERS, apply_degradation, draw_degradation, make_pair, seed_for
+from .degrade import TIERS, apply_degradation, draw_degradation, make_pair, scaled, seed_for
 from .gan import PatchDiscriminator, discriminator_loss, generator_losses
 from .losses import restoration_loss
 from .model import (
@@ -93,7 +93,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "1/8-resolution residual blocks that start as the identity",
     )
     p.add_argument("--upsample", default="bilinear", choices=["bilinear", "nearest"])
-    p.add_argument("--scale", type=int, default=1, help="512 px inputs are pooled by this before the U-Net")
+    p.add_argument(
+        "--scale",
+        type=int,
+        default=None,
+        help="512 px inputs are pooled by this before the U-Net (default 1, or the resumed net's)",
+    )
+    p.add_argument(
+        "--degradation-scale",
+        type=float,
+        default=None,
+        help="blur and downscale sizes of the drawn degradations times this (default 1/scale: a net "
+        "that works on 512 px faces pooled by 2 trains on degradations half as big, as it will see them)",
+    )
     p.add_argument("--keep-fraction", type=float, default=0.6, help="sharpest fraction of UTKFace kept")
     p.add_argument(
         "--max-blockiness",
@@ -198,13 +210,19 @@ def make_batch(
     degradations: str = "broad",
     face_scale_from: float = 0.0,
     face_scale: tuple[float, float] = (2.2, 2.8),
+    degradation_scale: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``face_scale_from`` > 0: degradations that downscale by at least this much get a ground truth
     at the scale of a 512 px face (``PatchSampler.sample_face_scale``, UTKFace enlarged by a factor
-    in ``face_scale``); all others, and every one when it is 0, a patch at native scale or below."""
+    in ``face_scale``); all others, and every one when it is 0, a patch at native scale or below.
+    ``degradation_scale`` != 1: each drawn degradation's blur and downscale are multiplied by it
+    (``degrade.scaled``), for a net that sees 512 px faces pooled to a smaller size."""
     inputs, targets = [], []
     for _ in range(batch):
-        if face_scale_from > 0:
+        if degradation_scale != 1.0:
+            d = scaled(draw_degradation(rng, light_fraction, degradations), degradation_scale)
+            degraded, target = make_pair(sampler.sample(rng), rng, degradation=d)
+        elif face_scale_from > 0:
             d = draw_degradation(rng, light_fraction, degradations)
             heavy = d.downscale >= face_scale_from
             clean = sampler.sample_face_scale(rng, face_scale) if heavy else sampler.sample(rng)
@@ -232,7 +250,7 @@ class StepBatches(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):
         rng = np.random.default_rng([a.seed, step])
         return make_batch(
             self.sampler, rng, a.batch, a.light_fraction, a.degradations, a.face_scale_from,
-            (a.face_scale_min, a.face_scale_max),
+            (a.face_scale_min, a.face_scale_max), a.degradation_scale or 1.0,
         )
 
 
@@ -323,7 +341,7 @@ def train(args: argparse.Namespace, sampler: PatchSampler | None = None) -> Path
         widths=tuple(int(w) for w in args.widths.split(",")),  # type: ignore[arg-type]
         blocks=args.blocks,
         upsample=args.upsample,
-        scale=args.scale,
+        scale=args.scale or 1,
     )
     # base_steps: optimizer steps the starting weights had already had (kept across --weights-only).
     step, train_seconds, base_steps = 0, 0.0, 0
@@ -336,6 +354,10 @@ def train(args: argparse.Namespace, sampler: PatchSampler | None = None) -> Path
         net = NetConfig.from_dict(json.loads(resume_path.with_suffix(".json").read_text())["net"])
     if args.body_slope is not None:
         net = replace(net, body_slope=args.body_slope)
+    if args.scale is not None:
+        net = replace(net, scale=args.scale)
+    if args.degradation_scale is None:
+        args.degradation_scale = 1.0 / net.scale
     model = RestoraLite(net)
     growing = bool(args.add_blocks or args.add_quarter_blocks or args.revive_deep or args.widen)
     if resume_path is not None and growing:
