@@ -356,6 +356,36 @@ def test_batches_are_the_same_made_here_or_by_worker_processes() -> None:
 
 
 @needs_torch
+def test_pooled_net_trains_on_degradations_scaled_to_its_resolution(tmp_path: Path) -> None:
+    """A net that runs on 512 px faces pooled by 2 sees their blur and downscale halved: its
+    training inputs (degradation scale 1/2) keep more of the target's detail than unscaled ones,
+    and resuming a scale-1 checkpoint with --scale 2 gives a scale-2 net trained that way."""
+    from training.checkpoint import load_meta
+    from training.train import make_batch, parse_args, train
+
+    def detail_kept(degradation_scale: float) -> float:
+        x, y = make_batch(smoke_sampler(64), np.random.default_rng(7), 16, 0.0, "tiers",
+                          degradation_scale=degradation_scale)
+        grad = lambda t: np.abs(np.diff(t.numpy(), axis=3)).mean()  # noqa: E731
+        return float(grad(x) / grad(y))
+
+    assert detail_kept(0.5) > 1.1 * detail_kept(1.0)
+
+    common = ["--runs-dir", str(tmp_path), "--batch", "2", "--patch", "64", "--val-faces", "0",
+              "--warmup", "1", "--widths", "8,8,16,16", "--blocks", "1"]
+    parent = train(parse_args(["--name", "native", *common, "--steps", "1"]), smoke_sampler(64))
+    assert load_meta(parent)["net"]["scale"] == 1
+    pooled = train(
+        parse_args(["--name", "pooled", *common, "--steps", "1", "--resume", str(parent), "--weights-only",
+                    "--scale", "2"]),
+        smoke_sampler(64),
+    )
+    assert load_meta(pooled)["net"]["scale"] == 2
+    start = json.loads((tmp_path / "pooled" / "log.jsonl").read_text().splitlines()[0])
+    assert start["net"]["scale"] == 2 and start["args"]["degradation_scale"] == 0.5
+
+
+@needs_torch
 def test_training_with_worker_processes_saves_and_resumes(tmp_path: Path) -> None:
     from training.checkpoint import load_meta
     from training.train import parse_args, train
