@@ -24,8 +24,11 @@ class NetConfig:
     ``scale``: the U-Net works on the input average-pooled by this factor, and its residual is
     upsampled back (bilinear) and added to the full-resolution input. Training uses ``native``
     (no pooling). Scale 2 (a 200 px UTKFace face is about a 512 px FFHQ face pooled by 2) was
-    measured and lost: on 12 validation faces, first run at step 1399, medium tier +0.11 dB vs
-    +0.36 dB at scale 1, mild tier -1.9 dB vs -0.56 dB; so scale 1 is the default.
+    measured and lost twice. Trained at scale 1 and run pooled: on 12 validation faces, medium +0.11
+    dB vs +0.36 at scale 1, mild -1.9 vs -0.56. v7 fine-tuned at scale 2 on degradations scaled to it
+    (``--degradation-scale``, docs/TRAINING.md): severe +1.08 dB vs v7's +0.90, but mild -0.04 vs
+    +0.64 and medium +0.64 vs +0.87 (16 faces), because the upsampled residual cannot reach the top
+    octave. So scale 1 is the default.
     """
 
     widths: tuple[int, int, int, int] = (16, 32, 48, 64)
