@@ -27,8 +27,8 @@ class NetConfig:
     measured and lost twice. Trained at scale 1 and run pooled: on 12 validation faces, medium +0.11
     dB vs +0.36 at scale 1, mild -1.9 vs -0.56. v7 fine-tuned at scale 2 on degradations scaled to it
     (``--degradation-scale``, docs/TRAINING.md): severe +1.08 dB vs v7's +0.90, but mild -0.04 vs
-    +0.64 and medium +0.64 vs +0.87 (16 faces), because the upsampled residual cannot reach the top
-    octave. So scale 1 is the default.
+    +0.64 and medium +0.64 vs +0.87 (16 faces), because the upsampled residual cannot restore detail
+    above the pooled image's limit. So scale 1 is the default.
     """
 
     widths: tuple[int, int, int, int] = (16, 32, 48, 64)
