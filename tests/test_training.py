@@ -121,6 +121,35 @@ def test_evaluation_labels_keep_two_versions_of_one_model_apart() -> None:
 
 
 @needs_torch
+def test_psnr_loss_is_the_mean_psnr_and_weighs_each_face_alike() -> None:
+    """The PSNR loss is minus the mean of each face's PSNR, as the evaluation scores it, so a lightly
+    degraded face pulls as hard as a heavily degraded one (with L1 the heavy one would dominate)."""
+    import torch
+
+    from training.losses import psnr_loss, restoration_loss
+    from training.train import psnr
+
+    clean = np.stack(astronaut_patches(2, 64))
+    rng = np.random.default_rng(0)
+    sigmas = np.array([0.01, 0.08], np.float32)[:, None, None, None]
+    noisy = np.clip(clean + sigmas * rng.standard_normal(clean.shape).astype(np.float32), 0, 1)
+    out = torch.from_numpy(noisy.transpose(0, 3, 1, 2)).requires_grad_(True)
+    target = torch.from_numpy(clean.transpose(0, 3, 1, 2))
+    loss = psnr_loss(out, target)
+    expected = -np.mean([psnr(noisy[i], clean[i]) for i in range(2)])
+    assert loss.item() == pytest.approx(expected, abs=1e-3)
+    loss.backward()
+    assert out.grad is not None
+    # The same relative error costs the light face as much as the heavy one: gradient norm scales
+    # as 1 / error, so the light face's is about 8 times the heavy one's.
+    light, heavy = (out.grad[i].norm().item() for i in range(2))
+    assert 5 < light / heavy < 12
+    total, parts = restoration_loss(out, target, 0.3, 0.0, psnr_weight=0.01)
+    assert total.item() == pytest.approx(0.01 * expected + 0.3 * (1 - parts["ssim"]), abs=1e-4)
+    assert parts["neg_psnr"] == pytest.approx(expected, abs=1e-3)
+
+
+@needs_torch
 @pytest.mark.parametrize("size", [128, 512])
 def test_network_keeps_the_shape_and_starts_as_identity(size: int) -> None:
     import torch

@@ -1,4 +1,4 @@
-"""Losses that reward detail as well as fidelity: pixel L1, SSIM and a frequency (FFT) term."""
+"""Losses that reward detail as well as fidelity: pixel L1 or PSNR, SSIM and a frequency (FFT) term."""
 
 from __future__ import annotations
 
@@ -52,18 +52,34 @@ def detail_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (ga - gb).abs().mean()
 
 
+def psnr_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of each image's -PSNR in dB (HINet's PSNR loss): the evaluation's own
+    figure. Its gradient is the MSE's divided by each image's MSE, so every image counts as much as
+    it does in a mean PSNR; L1 and MSE let the heavily degraded ones dominate."""
+    mse = ((a - b) ** 2).flatten(1).mean(1)
+    return (10.0 * torch.log10(mse + 1e-8)).mean()
+
+
 def restoration_loss(
     out: torch.Tensor,
     target: torch.Tensor,
     ssim_weight: float,
     fft_weight: float,
     detail_weight: float = 0.0,
+    psnr_weight: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
+    """``psnr_weight`` > 0: the pixel term is ``psnr_weight`` x the PSNR loss instead of L1."""
     l1 = (out - target).abs().mean()
     s = ssim(out, target)
     f = fft_loss(out, target)
-    total = l1 + ssim_weight * (1 - s) + fft_weight * f
     parts = {"l1": l1.item(), "ssim": s.item(), "fft": f.item()}
+    if psnr_weight > 0:
+        p = psnr_loss(out, target)
+        pixel = psnr_weight * p
+        parts["neg_psnr"] = p.item()
+    else:
+        pixel = l1
+    total = pixel + ssim_weight * (1 - s) + fft_weight * f
     if detail_weight > 0:
         d = detail_loss(out, target)
         total = total + detail_weight * d

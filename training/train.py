@@ -65,6 +65,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--ssim-weight", type=float, default=0.3)
     p.add_argument("--fft-weight", type=float, default=0.1)
+    p.add_argument(
+        "--psnr-weight",
+        type=float,
+        default=0.0,
+        help="> 0: the pixel term is this x each image's -PSNR in dB, in place of L1 (0: L1)",
+    )
     p.add_argument("--light-fraction", type=float, default=0.0, help="share of mild degradations")
     p.add_argument("--detail-weight", type=float, default=0.0, help="edge-strength (Sobel magnitude) L1")
     p.add_argument("--gan-weight", type=float, default=0.0, help="LSGAN patch-discriminator weight (0: off)")
@@ -529,7 +535,9 @@ def train(args: argparse.Namespace, sampler: PatchSampler | None = None) -> Path
         with autocast:
             out, body = model.native_with_body(x)
         out, body = out.float(), body.float()  # the losses (FFT, SSIM) in float32
-        loss, parts = restoration_loss(out, y, args.ssim_weight, args.fft_weight, args.detail_weight)
+        loss, parts = restoration_loss(
+            out, y, args.ssim_weight, args.fft_weight, args.detail_weight, args.psnr_weight
+        )
         if cache is not None and args.distill_weight > 0:
             kd = (out - teacher_out).abs().mean()
             loss = loss + args.distill_weight * kd
