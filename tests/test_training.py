@@ -122,8 +122,8 @@ def test_evaluation_labels_keep_two_versions_of_one_model_apart() -> None:
 
 @needs_torch
 def test_psnr_loss_is_the_mean_psnr_and_weighs_each_face_alike() -> None:
-    """The PSNR loss is minus the mean of each face's PSNR, as the evaluation scores it, so a lightly
-    degraded face pulls as hard as a heavily degraded one (with L1 the heavy one would dominate)."""
+    """The PSNR loss is minus the mean of each face's PSNR, as the evaluation scores it: halving a
+    lightly degraded face's error earns as much as halving a heavily degraded one's."""
     import torch
 
     from training.losses import psnr_loss, restoration_loss
@@ -140,8 +140,8 @@ def test_psnr_loss_is_the_mean_psnr_and_weighs_each_face_alike() -> None:
     assert loss.item() == pytest.approx(expected, abs=1e-3)
     loss.backward()
     assert out.grad is not None
-    # The same relative error costs the light face as much as the heavy one: gradient norm scales
-    # as 1 / error, so the light face's is about 8 times the heavy one's.
+    # The gradient's norm goes as 1 / error: the light face's is about 8 times the heavy one's
+    # (under L1 both would be the same; under MSE the heavy face's would be 8 times the light one's).
     light, heavy = (out.grad[i].norm().item() for i in range(2))
     assert 5 < light / heavy < 12
     total, parts = restoration_loss(out, target, 0.3, 0.0, psnr_weight=0.01)

@@ -54,8 +54,9 @@ def detail_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def psnr_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Mean over the batch of each image's -PSNR in dB (HINet's PSNR loss): the evaluation's own
-    figure. Its gradient is the MSE's divided by each image's MSE, so every image counts as much as
-    it does in a mean PSNR; L1 and MSE let the heavily degraded ones dominate."""
+    figure. Its gradient is the MSE's divided by each image's MSE: halving any face's error earns the
+    same, as in a mean PSNR, where MSE lets the heavily degraded faces dominate and L1 pulls every
+    pixel alike whatever its image's error."""
     mse = ((a - b) ** 2).flatten(1).mean(1)
     return (10.0 * torch.log10(mse + 1e-8)).mean()
 

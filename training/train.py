@@ -535,9 +535,7 @@ def train(args: argparse.Namespace, sampler: PatchSampler | None = None) -> Path
         with autocast:
             out, body = model.native_with_body(x)
         out, body = out.float(), body.float()  # the losses (FFT, SSIM) in float32
-        loss, parts = restoration_loss(
-            out, y, args.ssim_weight, args.fft_weight, args.detail_weight, args.psnr_weight
-        )
+        loss, parts = restoration_loss(out, y, args.ssim_weight, args.fft_weight, args.detail_weight, args.psnr_weight)
         if cache is not None and args.distill_weight > 0:
             kd = (out - teacher_out).abs().mean()
             loss = loss + args.distill_weight * kd
