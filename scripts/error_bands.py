@@ -19,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from training.data import eval_face_files, load_rgb
+from training.data import DEFAULT_DATA_DIR, eval_face_files, load_rgb
 from training.degrade import TIERS, apply_degradation, seed_for
 from training.evaluate import central, make_session, onnx_restorer
 
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", type=Path, required=True, help="an ONNX restorer")
     p.add_argument("--tier", choices=sorted(TIERS), default="medium")
-    p.add_argument("--data-dir", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     p.add_argument("--every", type=int, default=4, help="use every Nth validation face")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
