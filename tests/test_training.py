@@ -210,6 +210,33 @@ def test_grown_network_starts_as_its_parent_on_a_real_face() -> None:
 
 
 @needs_torch
+def test_dropping_a_block_keeps_the_others_weights_on_a_real_face() -> None:
+    import torch
+
+    from training.model import RestoraLite, drop_blocks
+
+    torch.manual_seed(0)
+    parent = RestoraLite().eval()
+    torch.nn.init.normal_(parent.tail.weight, std=0.05)
+    face = astronaut_patches(1, 128)[0]
+    x = torch.from_numpy(face).permute(2, 0, 1)[None].float()
+    smaller = drop_blocks(parent, [1]).eval()
+    assert smaller.config.blocks == parent.config.blocks - 1 and len(smaller.body) == len(parent.body) - 1
+    # The blocks after the dropped one move up a place, with their weights.
+    assert torch.equal(smaller.body[1].conv1.weight, parent.body[2].conv1.weight)
+    with torch.no_grad():
+        full = parent(x)
+        # Block 1 as the identity (its residual branch at zero): the parent is then the smaller net.
+        torch.nn.init.zeros_(parent.body[1].conv2.weight)
+        torch.nn.init.zeros_(parent.body[1].conv2.bias)
+        assert not torch.allclose(parent(x), full, atol=1e-4)
+        assert torch.allclose(smaller(x), parent(x), atol=1e-6)
+    for bad in ([], [3], [-1]):
+        with pytest.raises(ValueError, match="blocks to drop"):
+            drop_blocks(parent, bad)
+
+
+@needs_torch
 def test_widened_network_starts_as_its_parent_and_learns_through_its_new_channels() -> None:
     import torch
 

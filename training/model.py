@@ -10,6 +10,7 @@ residual that is added to its input, so an untrained net is the identity.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 
 import torch
@@ -169,6 +170,32 @@ def grow_blocks(parent: RestoraLite, extra: int, quarter: int = 0) -> RestoraLit
             nn.init.zeros_(block.conv2.bias)
     assert all(k.startswith(("body.", "quarter.")) for k in missing), missing
     return grown
+
+
+def drop_blocks(parent: RestoraLite, indices: Sequence[int]) -> RestoraLite:
+    """``parent`` without the 1/8-resolution residual blocks at ``indices`` (0 is the first).
+
+    The speed lever that pays for depth elsewhere: a block at 1/8 costs 0.68 GMACs at 512 px with
+    96 channels, one at 1/4 with 64 channels 1.2. Each block adds a residual to the stream, so the
+    net without one still computes most of what it did, and fine-tuning recovers the rest faster
+    than training the smaller net from scratch.
+    """
+    drop = sorted(set(indices))
+    if not drop or drop[0] < 0 or drop[-1] >= parent.config.blocks:
+        raise ValueError(f"blocks to drop must be in 0..{parent.config.blocks - 1}, got {list(indices)}")
+    kept = [i for i in range(parent.config.blocks) if i not in drop]
+    smaller = RestoraLite(replace(parent.config, blocks=len(kept)))
+    renumber = {f"body.{old}.": f"body.{new}." for new, old in enumerate(kept)}
+    state = {}
+    for key, value in parent.state_dict().items():
+        if key.startswith("body."):
+            prefix = ".".join(key.split(".")[:2]) + "."
+            if prefix not in renumber:
+                continue
+            key = renumber[prefix] + key[len(prefix) :]
+        state[key] = value
+    smaller.load_state_dict(state)  # strict: every kept weight has its place
+    return smaller
 
 
 def widen(parent: RestoraLite, widths: tuple[int, int, int, int], seed: int = 0, scale: float = 0.1) -> RestoraLite:

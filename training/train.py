@@ -39,6 +39,7 @@ from .model import (
     count_params,
     dead_channel_count,
     deep_path_live,
+    drop_blocks,
     grow_blocks,
     revive_dead_channels,
     revive_deep_path,
@@ -155,6 +156,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="like --add-blocks, for residual blocks on the decoder's 1/4-resolution features",
     )
     p.add_argument(
+        "--drop-blocks",
+        default="",
+        help="with --resume --weights-only: remove these 1/8-resolution residual blocks, e.g. 2 or 1,2 "
+        "(0 is the first; training.model.drop_blocks), before any --add-blocks",
+    )
+    p.add_argument(
         "--revive-deep",
         action="store_true",
         help="with --resume --weights-only: restart the 1/4- and 1/8-resolution path (v1-v4's died; see "
@@ -196,6 +203,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--amp bf16 is for --device cuda (on a CPU it is slower and changes the numbers)")
     if args.revive_deep and not (args.resume and args.weights_only):
         p.error("--revive-deep restarts part of a trained net: it needs --resume and --weights-only")
+    if args.drop_blocks and not (args.resume and args.weights_only):
+        p.error("--drop-blocks changes a trained net: it needs --resume and --weights-only")
     if (args.add_blocks or args.add_quarter_blocks) and not (args.resume and args.weights_only):
         p.error("--add-blocks and --add-quarter-blocks grow a trained net: they need --resume and --weights-only")
     return args
@@ -365,12 +374,14 @@ def train(args: argparse.Namespace, sampler: PatchSampler | None = None) -> Path
     if args.degradation_scale is None:
         args.degradation_scale = 1.0 / net.scale
     model = RestoraLite(net)
-    growing = bool(args.add_blocks or args.add_quarter_blocks or args.revive_deep or args.widen)
+    growing = bool(args.add_blocks or args.add_quarter_blocks or args.revive_deep or args.widen or args.drop_blocks)
     if resume_path is not None and growing:
         grown_from = load_checkpoint(resume_path, model)
         parent_ema = load_ema(resume_path)
         if parent_ema is not None:  # the EMA weights are the ones that were scored and shipped
             model.load_state_dict(parent_ema)
+        if args.drop_blocks:
+            model = drop_blocks(model, [int(i) for i in args.drop_blocks.split(",")])
         model = grow_blocks(model, args.add_blocks, args.add_quarter_blocks)
         if args.revive_deep:
             model = revive_deep_path(model, args.seed)
