@@ -185,16 +185,11 @@ def drop_blocks(parent: RestoraLite, indices: Sequence[int]) -> RestoraLite:
         raise ValueError(f"blocks to drop must be in 0..{parent.config.blocks - 1}, got {list(indices)}")
     kept = [i for i in range(parent.config.blocks) if i not in drop]
     smaller = RestoraLite(replace(parent.config, blocks=len(kept)))
-    renumber = {f"body.{old}.": f"body.{new}." for new, old in enumerate(kept)}
-    state = {}
-    for key, value in parent.state_dict().items():
-        if key.startswith("body."):
-            prefix = ".".join(key.split(".")[:2]) + "."
-            if prefix not in renumber:
-                continue
-            key = renumber[prefix] + key[len(prefix) :]
-        state[key] = value
-    smaller.load_state_dict(state)  # strict: every kept weight has its place
+    outside_body = {k: v for k, v in parent.state_dict().items() if not k.startswith("body.")}
+    missing, unexpected = smaller.load_state_dict(outside_body, strict=False)
+    assert not unexpected and all(k.startswith("body.") for k in missing), (missing, unexpected)
+    for new, old in enumerate(kept):
+        smaller.body[new].load_state_dict(parent.body[old].state_dict())
     return smaller
 
 
