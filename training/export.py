@@ -27,7 +27,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from .checkpoint import load_meta, load_model
 from .data import DEFAULT_DATA_DIR, eval_face_files, load_rgb
 from .degrade import apply_degradation, sample_degradation, seed_for
-from .model import RestoraLite, count_macs, count_params, pad_tail
+from .model import FoldedTail, RestoraLite, count_macs, count_params
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 512
@@ -40,13 +40,16 @@ LICENSE = (
 )
 
 
-def export_fp32(model: RestoraLite, path: Path, *, padded_tail: bool = False) -> None:
-    """The FP32 graph; ``padded_tail`` writes the RGB tail as a 16-output conv (``pad_tail``), the
-    layout INT8 is quantized from. FP32 keeps the plain tail: padded, it ran about 5 % slower."""
-    model = pad_tail(model.eval()) if padded_tail else model.eval()
+def export_fp32(model: RestoraLite, path: Path) -> None:
+    """The FP32 graph: the net as trained (INT8's FoldedTail layout ran no faster in FP32)."""
+    export_graph(model.eval(), path)
+
+
+def export_graph(module: torch.nn.Module, path: Path) -> None:
+    """``module`` (image in, image out) as ONNX with dynamic batch, height and width."""
     dummy = torch.rand(1, 3, SIZE, SIZE)
     torch.onnx.export(
-        model,
+        module,
         (dummy,),
         str(path),
         input_names=["input"],
@@ -95,20 +98,22 @@ FLOAT_NODES = ("/head/Conv",)
 
 
 def float_nodes(model_path: Path) -> list[str]:
-    """FLOAT_NODES plus the node that writes the graph's output (the final residual addition)."""
+    """The FLOAT_NODES (by name suffix: FoldedTail nests the net as ``/net/...``) plus the node that
+    writes the graph's output (the final residual addition)."""
     graph = onnx.load(str(model_path)).graph
     outputs = {o.name for o in graph.output}
-    return list(FLOAT_NODES) + [node.name for node in graph.node if outputs & set(node.output)]
+    return [node.name for node in graph.node if node.name.endswith(FLOAT_NODES) or outputs & set(node.output)]
 
 
 def export_int8(model: RestoraLite, path: Path, faces: list[np.ndarray]) -> None:
-    """Static QDQ INT8 of ``model``, quantized from its padded-tail FP32 graph.
+    """Static QDQ INT8 of ``model``, quantized from its FoldedTail graph (padded tail convs).
 
     With a 3-output tail, the INT8 tail conv took 23 of the model's 66 ms under load; padded to 16
-    outputs the whole INT8 model ran 28.5 -> 22.7 ms per face (median of 40 interleaved runs)."""
+    outputs the whole INT8 model ran 28.5 -> 22.7 ms per face (median of 40 interleaved runs). Folding
+    the last upsampling into the tail took about 13 % more off (docs/TRAINING.md, eighteenth session)."""
     with tempfile.TemporaryDirectory() as tmp:
         padded = Path(tmp) / "padded.onnx"
-        export_fp32(model, padded, padded_tail=True)
+        export_graph(FoldedTail(model.eval()), padded)
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(padded), str(pre), skip_symbolic_shape=True)
         quantize_static(
