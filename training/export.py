@@ -110,12 +110,13 @@ def export_int8(model: RestoraLite, path: Path, faces: list[np.ndarray]) -> None
 
     With a 3-output tail, the INT8 tail conv took 23 of the model's 66 ms under load; padded to 16
     outputs the whole INT8 model ran 28.5 -> 22.7 ms per face (median of 40 interleaved runs). Folding
-    the last upsampling into the tail took about 13 % more off (docs/TRAINING.md, eighteenth session)."""
+    the last upsampling into the tail took 6 % more off the wall time and 11-13 % off the summed kernel
+    times (docs/TRAINING.md, eighteenth session)."""
     with tempfile.TemporaryDirectory() as tmp:
-        padded = Path(tmp) / "padded.onnx"
-        export_graph(FoldedTail(model.eval()), padded)
+        folded = Path(tmp) / "folded.onnx"
+        export_graph(FoldedTail(model.eval()), folded)
         pre = Path(tmp) / "pre.onnx"
-        quant_pre_process(str(padded), str(pre), skip_symbolic_shape=True)
+        quant_pre_process(str(folded), str(pre), skip_symbolic_shape=True)
         quantize_static(
             str(pre),
             str(path),

@@ -394,7 +394,7 @@ class FoldedTail(nn.Module):
     3x3 conv after a x2 bilinear or nearest upsampling) is one 3x3 conv at 1/2 resolution with an
     RGB output for each of the four pixel phases, then a pixel shuffle. Why: the full-resolution
     16-channel upsampling and the addition after it were about a sixth of the INT8 model's time on
-    the 2-core CPU; folded, the whole model ran about 13 % faster (per-run kernel time, ORT 1.32,
+    the 2-core CPU; folded, the whole model ran 6 % faster (11-13 % in summed kernel time; ORT 1.32,
     the same weights). FP32 gained nothing, so only INT8 uses it.
 
     The function is the same except on the outermost pixel ring: the tail conv pads the upsampled
