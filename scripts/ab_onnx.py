@@ -12,20 +12,15 @@ block starts with two untimed runs.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-def make_session(path: Path, spin: bool, threads: int) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+from training.evaluate import make_session
 
 
 def time_in_turn(
@@ -33,7 +28,7 @@ def time_in_turn(
 ) -> dict[Path, list[float]]:
     """Seconds per run for each model; the order of the models reverses every other round."""
     face = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
-    sessions = [(path, make_session(path, spin, threads)) for path in paths]
+    sessions = [(path, make_session(path, threads, spin)) for path in paths]
     times: dict[Path, list[float]] = {path: [] for path in paths}
     for round_index in range(rounds):
         order = sessions if round_index % 2 == 0 else sessions[::-1]

@@ -76,10 +76,12 @@ def classical(img: np.ndarray) -> np.ndarray:
     return np.clip(den + 1.0 * (den - blur), 0, 1)
 
 
-def make_session(path: Path, threads: int) -> ort.InferenceSession:
+def make_session(path: Path, threads: int, spin: bool = True) -> ort.InferenceSession:
+    """A CPU session; ``spin=False`` lets idle worker threads sleep (for sessions timed in turn)."""
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
