@@ -181,7 +181,10 @@ class OnnxRestorer:
                 chunk = np.concatenate([chunk, pad])
             (y,) = self.session.run([self.output_name], {self.input_name: chunk, **feeds_extra})
             results.append(np.asarray(y)[:count])
-        return self._to_crops(np.concatenate(results), s)
+        # One chunk (every batch without a fixed size) goes straight on: concatenating it would copy
+        # the 3 MB float output of a 512 px face once more for nothing.
+        y_all = results[0] if len(results) == 1 else np.concatenate(results)
+        return self._to_crops(y_all, s)
 
     def _to_tensor(self, crops: np.ndarray) -> np.ndarray:
         lo, hi = self.range
