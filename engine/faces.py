@@ -15,6 +15,7 @@ from .resample import (
     linear_scale,
     premultiply,
     premultiply_upright,
+    resize,
     warp_affine,
     warp_premultiplied,
 )
@@ -138,6 +139,12 @@ def align_face(image: np.ndarray, face: Face, size: int, template: str = "ffhq")
     # instead of a black wedge the model would try to "restore".
     crop = warp_affine(image, matrix, (size, size), border="replicate")
     return AlignedFace(crop=crop, matrix=matrix)
+
+
+def resize_aligned(pixels: np.ndarray, size: int) -> np.ndarray:
+    """An already aligned face crop (FFHQ-style, any size) as a ``size`` x ``size`` restorer input:
+    box-filtered when it shrinks, bicubic when it grows."""
+    return resize(pixels, (size, size), "area" if pixels.shape[0] > size else "cubic")
 
 
 # A face is restored at the smallest crop size (of those its restorer takes) that still samples the

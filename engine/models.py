@@ -652,6 +652,37 @@ def _graph_io(path: Path) -> tuple[list[Any], list[Any], dict[str, str]]:
     return inputs, outputs, metadata
 
 
+def conventions_metadata(spec: ModelSpec, precision: str, description: str = "") -> dict[str, str]:
+    """``restora.*`` metadata that lets an import of a variant of ``spec`` (in ``precision``) know it
+    for what it is without its manifest entry (``restora quantize`` writes it into the variants it
+    makes; ``_spec_from_graph`` reads it in place of the family's defaults). Lists are comma-separated."""
+    values = {
+        "arch": spec.arch,
+        "precision": precision,
+        "size": str(spec.size) if spec.size is not None else "",
+        "crop_sizes": ",".join(str(c) for c in spec.crop_sizes),
+        "template": spec.template or "",
+        "range": ",".join(repr(float(v)) for v in spec.range),
+        "channel_order": spec.channel_order,
+        "default_fidelity": repr(float(spec.default_fidelity)),
+        "license": spec.license,
+        "source": spec.source,
+        "description": description,
+    }
+    return {f"restora.{key}": value for key, value in values.items() if value}
+
+
+def _metadata_ints(metadata: Mapping[str, str], key: str, where: str) -> tuple[int, ...]:
+    text = metadata.get(f"restora.{key}", "")
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ModelFormatError(f"{where}: metadata restora.{key} must be whole numbers, got {text!r}") from None
+    if any(v <= 0 for v in values):
+        raise ModelFormatError(f"{where}: metadata restora.{key} must be positive, got {text!r}")
+    return values
+
+
 def _spec_from_graph(name: str, file_name: str, digest: str, path: Path) -> ModelSpec:
     """A user manifest entry built from the graph's I/O and the known family conventions."""
     from engine.restorers.families import RESTORER_CONVENTIONS, describe, detect_family, family_of
@@ -680,7 +711,7 @@ def _spec_from_graph(name: str, file_name: str, digest: str, path: Path) -> Mode
         "arch": arch,
         "files": (ModelFile("model", file_name, digest),),
     }
-    description = f"imported from {path.name}"
+    description = metadata.get("restora.description", f"imported from {path.name}")
     if family != "restorer":
         first = inputs[0]
         h, w = (first.shape[2], first.shape[3]) if len(first.shape) == 4 else (None, None)
@@ -693,6 +724,9 @@ def _spec_from_graph(name: str, file_name: str, digest: str, path: Path) -> Mode
     image_outputs = [t for t in outputs if len(t.shape) == 4 and t.shape[1] == 3]
     h = image.shape[2]
     size = h if isinstance(h, int) else (convention.sizes[0] if len(convention.sizes) == 1 else None)
+    stated_size = _metadata_ints(metadata, "size", path.name)
+    if stated_size and not isinstance(h, int):
+        size = stated_size[0]
     if size is None:
         raise ModelFormatError(
             f"{path.name}: dynamic input size ({describe(inputs)}); cannot tell the crop size"
@@ -713,19 +747,49 @@ def _spec_from_graph(name: str, file_name: str, digest: str, path: Path) -> Mode
     precision = "fp16" if image.dtype == "tensor(float16)" else metadata.get("restora.precision", "fp32")
     if precision not in PRECISIONS:
         precision = "fp32"
+    crop_sizes = _metadata_ints(metadata, "crop_sizes", path.name) if not isinstance(h, int) else ()
+    try:
+        default_fidelity = float(metadata.get("restora.default_fidelity", convention.default_fidelity))
+    except ValueError:
+        raise ModelFormatError(f"{path.name}: metadata restora.default_fidelity must be a number") from None
     return ModelSpec(
         **common,
         precision=precision,
         size=size,
+        crop_sizes=tuple(c for c in crop_sizes if c < size),
         template=metadata.get("restora.template", convention.template),
         input=image.name,
         output=image_outputs[0].name if len(outputs) > 1 else None,
         range=value_range,
         channel_order=channel_order,
         weight_input=weight.name if weight is not None else None,
-        default_fidelity=convention.default_fidelity,
+        default_fidelity=min(1.0, max(0.0, default_fidelity)),
+        license=metadata.get("restora.license", ""),
+        source=metadata.get("restora.source", ""),
         description=description,
     )
+
+
+def listed_file(store: ModelStore, digest: str) -> tuple[ModelSpec, ModelFile] | None:
+    """The manifest entry and file whose sha256 is ``digest``, if any."""
+    for spec in store.specs:
+        for model_file in spec.files:
+            if model_file.sha256 == digest:
+                return spec, model_file
+    return None
+
+
+def spec_for_file(store: ModelStore, path: Path | str) -> ModelSpec:
+    """What an ONNX file is: its manifest entry when its sha256 is listed, else a spec read from its
+    graph (named after the file) as ``import_model`` would make it. Nothing is copied or written."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelNotFoundError(f"{path}: no such file")
+    digest = sha256_file(path)
+    listed = listed_file(store, digest)
+    if listed is not None:
+        return listed[0]
+    return _spec_from_graph(_slug(path.stem), path.name, digest, path)
 
 
 def import_model(store: ModelStore, path: Path | str, name: str | None = None) -> ModelSpec:
@@ -740,15 +804,15 @@ def import_model(store: ModelStore, path: Path | str, name: str | None = None) -
     if not path.is_file():
         raise ModelNotFoundError(f"{path}: no such file")
     digest = sha256_file(path)
-    for spec in store.specs:
-        for model_file in spec.files:
-            if model_file.sha256 == digest:
-                existing = store.locate(spec, model_file.role)
-                if existing is None or cached_sha256(existing) != digest:
-                    target = store.user_dir / model_file.file
-                    _atomic_copy(path, target)
-                    _remember_sha256(target, digest)
-                return spec
+    listed = listed_file(store, digest)
+    if listed is not None:
+        spec, model_file = listed
+        existing = store.locate(spec, model_file.role)
+        if existing is None or cached_sha256(existing) != digest:
+            target = store.user_dir / model_file.file
+            _atomic_copy(path, target)
+            _remember_sha256(target, digest)
+        return spec
 
     model_name = _slug(name if name else path.stem)
     user_manifest = store.user_dir / USER_MANIFEST

@@ -297,7 +297,7 @@ class Enhancer:
         if self.settings.aligned:
             pixels = to_uint8(image.pixels)
             size = self.crop_size(max(image.width, image.height))
-            crop = resize(pixels, (size, size), "area" if pixels.shape[0] > size else "cubic")
+            crop = facelib.resize_aligned(pixels, size)
             matrix = np.array([[size / image.width, 0, 0], [0, size / image.height, 0]], np.float32)
             whole = Face((0.0, 0.0, float(image.width), float(image.height)), np.zeros((5, 2), np.float32), 1.0)
             return PreparedPhoto(image, (whole,), 1, (facelib.AlignedFace(crop=crop, matrix=matrix),))

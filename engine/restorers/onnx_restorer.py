@@ -154,21 +154,11 @@ class OnnxRestorer:
         ``fidelity`` (0..1) reaches the model only when it has a weight input; None uses the
         manifest's default. Without a weight input it is ignored here (the pipeline blends).
         """
-        s = crops.shape[1] if crops.ndim == 4 else self.size
-        if crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[1:] != (s, s, 3) or s not in self.sizes:
-            sizes = " or ".join(str(c) for c in self.sizes)
-            raise ValueError(
-                f"{self.spec.key} expects (N,S,S,3) uint8 crops with S {sizes}, got {crops.shape} {crops.dtype}"
-            )
+        s = self._crop_size(crops)
         n = crops.shape[0]
         if n == 0:
             return np.empty((0, s, s, 3), np.uint8)
-        feeds_extra: dict[str, np.ndarray] = {}
-        if self.weight_name is not None and self.weight_type is not None:
-            w = self.spec.default_fidelity if fidelity is None else float(fidelity)
-            w = min(1.0, max(0.0, w))
-            feeds_extra[self.weight_name] = np.full(self.weight_shape, w, dtype=self.weight_type)
-
+        feeds_extra = self._weight_feeds(fidelity)
         x = self._to_tensor(crops)
         step = self.fixed_batch or n
         results = []
@@ -185,6 +175,30 @@ class OnnxRestorer:
         # the 3 MB float output of a 512 px face once more for nothing.
         y_all = results[0] if len(results) == 1 else np.concatenate(results)
         return self._to_crops(y_all, s)
+
+    def feeds(self, crops: np.ndarray, fidelity: float | None = None) -> dict[str, np.ndarray]:
+        """The session inputs ``restore`` would give for (N,S,S,3) uint8 crops, N the fixed batch
+        where the graph has one (``engine.quantize`` calibrates with them)."""
+        self._crop_size(crops)
+        if self.fixed_batch is not None and crops.shape[0] != self.fixed_batch:
+            raise ValueError(f"{self.spec.key} takes batches of {self.fixed_batch}, got {crops.shape[0]}")
+        return {self.input_name: self._to_tensor(crops), **self._weight_feeds(fidelity)}
+
+    def _crop_size(self, crops: np.ndarray) -> int:
+        s = crops.shape[1] if crops.ndim == 4 else self.size
+        if crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[1:] != (s, s, 3) or s not in self.sizes:
+            sizes = " or ".join(str(c) for c in self.sizes)
+            raise ValueError(
+                f"{self.spec.key} expects (N,S,S,3) uint8 crops with S {sizes}, got {crops.shape} {crops.dtype}"
+            )
+        return int(s)
+
+    def _weight_feeds(self, fidelity: float | None) -> dict[str, np.ndarray]:
+        if self.weight_name is None or self.weight_type is None:
+            return {}
+        w = self.spec.default_fidelity if fidelity is None else float(fidelity)
+        w = min(1.0, max(0.0, w))
+        return {self.weight_name: np.full(self.weight_shape, w, dtype=self.weight_type)}
 
     def _to_tensor(self, crops: np.ndarray) -> np.ndarray:
         lo, hi = self.range
