@@ -185,7 +185,9 @@ def load_calibration_faces(folder: Path, size: int, limit: int = DEFAULT_FACES) 
         raise InputError(f"--calib {folder}: no images (JPEG, PNG, WebP, TIFF, BMP) in it")
     spread = dict.fromkeys(np.linspace(0, len(items) - 1, min(limit, len(items))).round().astype(int).tolist())
     order = [*spread, *(i for i in range(len(items)) if i not in spread)]
-    crops, used, skipped = [], [], []
+    crops: list[np.ndarray] = []
+    used: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
     for item in (items[i] for i in order):
         if len(crops) == limit:
             break

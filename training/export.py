@@ -12,17 +12,16 @@ issue 8), calibrated on degraded 512 px validation faces.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import onnx
 import torch
-from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from engine.models import sha256_file
+from engine.quantize import convert_fp16, quantize_int8
 
 from .checkpoint import load_meta, load_model
 from .data import DEFAULT_DATA_DIR, eval_face_files, load_rgb
@@ -62,10 +61,7 @@ def export_graph(module: torch.nn.Module, path: Path) -> None:
 
 
 def export_fp16(fp32_path: Path, path: Path) -> None:
-    from onnxruntime.transformers.float16 import convert_float_to_float16
-
-    model16 = convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True)
-    onnx.save(model16, str(path))
+    convert_fp16(fp32_path, path)
 
 
 def calibration_faces(data_dir: Path, count: int = 64) -> list[np.ndarray]:
@@ -77,36 +73,14 @@ def calibration_faces(data_dir: Path, count: int = 64) -> list[np.ndarray]:
     return out
 
 
-class FaceReader(CalibrationDataReader):
-    def __init__(self, faces: list[np.ndarray]) -> None:
-        self._it: Iterator[np.ndarray] = iter(faces)
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        face = next(self._it, None)
-        if face is None:
-            return None
-        return {"input": np.ascontiguousarray(face.transpose(2, 0, 1)[None], dtype=np.float32)}
-
-
-# Left in float: the full-resolution head conv, whose output also feeds the last skip addition.
-# A sweep that excluded one conv at a time from INT8 (v4 candidate, 8 faces) found it the only one
-# that matters: all-INT8 mild ΔPSNR -0.27 dB, head in float +0.24, FP32 +0.30; it is 3 % of the MACs.
-# The final residual addition (input + tail) stays float too: then the input itself is never
-# quantized, and onnxruntime cannot fold the float head back into an INT8 QLinearConv (it does,
-# when the head reads a DequantizeLinear), which on 3 input channels ran 14 ms instead of 4.5.
-FLOAT_NODES = ("/head/Conv",)
-
-
-def float_nodes(model_path: Path) -> list[str]:
-    """The FLOAT_NODES (by name suffix: FoldedTail nests the net as ``/net/...``) plus the node that
-    writes the graph's output (the final residual addition)."""
-    graph = onnx.load(str(model_path)).graph
-    outputs = {o.name for o in graph.output}
-    return [node.name for node in graph.node if node.name.endswith(FLOAT_NODES) or outputs & set(node.output)]
+def face_feeds(faces: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
+    """Session inputs for float RGB (H, W, 3) faces in [0, 1]: the graph's own input range."""
+    return [{"input": np.ascontiguousarray(face.transpose(2, 0, 1)[None], dtype=np.float32)} for face in faces]
 
 
 def export_int8(model: RestoraLite, path: Path, faces: list[np.ndarray]) -> None:
-    """Static QDQ INT8 of ``model``, quantized from its FoldedTail graph (padded tail convs).
+    """Static QDQ INT8 of ``model`` (engine.quantize: the head conv and the final skip addition stay
+    float), quantized from its FoldedTail graph (padded tail convs).
 
     With a 3-output tail, the INT8 tail conv took 23 of the model's 66 ms under load; padded to 16
     outputs the whole INT8 model ran 28.5 -> 22.7 ms per face (median of 40 interleaved runs). Folding
@@ -115,20 +89,7 @@ def export_int8(model: RestoraLite, path: Path, faces: list[np.ndarray]) -> None
     with tempfile.TemporaryDirectory() as tmp:
         folded = Path(tmp) / "folded.onnx"
         export_graph(FoldedTail(model.eval()), folded)
-        pre = Path(tmp) / "pre.onnx"
-        quant_pre_process(str(folded), str(pre), skip_symbolic_shape=True)
-        quantize_static(
-            str(pre),
-            str(path),
-            FaceReader(faces),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            nodes_to_exclude=float_nodes(pre),
-            # No CalibMaxIntermediateOutputs: in ORT 1.32 it drops (does not merge) each full chunk's
-            # ranges; MinMax keeps only reduced scalars per face anyway, so memory stays small.
-        )
+        quantize_int8(folded, path, face_feeds(faces))
 
 
 def make_size_dynamic(path: Path) -> None:
@@ -145,14 +106,6 @@ def make_size_dynamic(path: Path) -> None:
     onnx.save(model, str(path))
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def manifest_entries(out_dir: Path, params: int, gmacs: float, step: int) -> list[dict[str, object]]:
     entries: list[dict[str, object]] = []
     for precision in ("fp32", "fp16", "int8"):
@@ -163,7 +116,7 @@ def manifest_entries(out_dir: Path, params: int, gmacs: float, step: int) -> lis
                 "family": "restorer",
                 "arch": "restora",
                 "file": file,
-                "sha256": sha256_of(out_dir / file),
+                "sha256": sha256_file(out_dir / file),
                 "url": None,
                 "precision": precision,
                 "size": SIZE,

@@ -444,7 +444,7 @@ class FoldedTail(nn.Module):
         f0, half, _ = self.net.features(x)
         rgb = self.net.tail.out_channels
         upsampled = F.pixel_shuffle(self.phase_tail(F.pad(half, (1, 1, 1, 1), mode="replicate"))[:, : 4 * rgb], 2)
-        # Residual first, input last: the graph's final addition stays float in INT8 (float_nodes),
+        # Residual first, input last: the graph's final addition stays float in INT8 (engine.quantize.float_nodes),
         # so the input is never quantized and the 3-channel head conv stays float.
         return x + (self.tail(f0)[:, :rgb] + upsampled)
 
