@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -240,3 +241,15 @@ def test_quantize_out_may_not_be_the_source(tmp_path: Path, calib_dir: Path) -> 
     status, _, err = run_cli("quantize", source, "--calib", calib_dir, "--out", source)
     assert status == ExitStatus.USAGE and "is the model being quantized" in err
     assert sha256_file(source) == before
+
+
+def test_quantize_without_the_quantization_tools_says_so(
+    monkeypatch: pytest.MonkeyPatch, calib_dir: Path, user_model_dir: Path
+) -> None:
+    # The packaged app leaves onnx and onnxruntime.quantization out (build.spec): a None entry in
+    # sys.modules makes their import fail the same way.
+    monkeypatch.setitem(sys.modules, "onnxruntime.quantization", None)
+    status, _, err = run_cli("quantize", "restora-lite", "--calib", calib_dir)
+    assert status == ExitStatus.USAGE
+    assert "needs the onnx package and onnxruntime's quantization tools" in err
+    assert "pip install" in err
