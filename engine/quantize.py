@@ -28,7 +28,7 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from engine.batch import InputError, collect_inputs
-from engine.errors import ImageError, ModelError, ModelFormatError
+from engine.errors import ImageError, ModelError, ModelFormatError, OutputError
 from engine.faces import resize_aligned
 from engine.imageio import atomic_write_bytes, load_image, same_file, to_uint8
 from engine.models import (
@@ -218,16 +218,16 @@ def float_nodes(graph: onnx.GraphProto) -> list[str]:
 
 
 class _FeedReader:
-    """onnxruntime's CalibrationDataReader protocol over prepared session feeds."""
+    """onnxruntime's CalibrationDataReader protocol over session feeds."""
 
-    def __init__(self, feeds: Sequence[dict[str, np.ndarray]]) -> None:
+    def __init__(self, feeds: Iterable[dict[str, np.ndarray]]) -> None:
         self._feeds: Iterator[dict[str, np.ndarray]] = iter(feeds)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._feeds, None)
 
 
-def quantize_int8(source: Path, target: Path, feeds: Sequence[dict[str, np.ndarray]],
+def quantize_int8(source: Path, target: Path, feeds: Iterable[dict[str, np.ndarray]],
                   metadata: dict[str, str] | None = None) -> None:
     """Static QDQ INT8 of the FP32 graph ``source``, calibrated on ``feeds``, written to ``target``
     whole or not at all."""
@@ -357,54 +357,71 @@ def quantize_restorer(
     fp32 = OnnxRestorer(spec, session)
     say(f"calibration faces from {calib}")
     faces = load_calibration_faces(calib, fp32.size, limit)
-    feeds = [fp32.feeds(_batch_of(fp32, crop)) for crop in faces.crops]
+    # Made one at a time as the calibrator asks: 32 float inputs of a 1024 px model are 400 MB.
+    feeds = (fp32.feeds(_batch_of(fp32, crop)) for crop in faces.crops)
 
     if out is not None:
         targets = {"int8": Path(out), "fp16": fp16_path_for(Path(out))}
         for target in targets.values():
             if target.exists() and same_file(target, source):
                 raise InputError(f"--out {target} is the model being quantized; choose another file")
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            Path(out).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise OutputError(f"cannot write {out}: {error.strerror or error}") from error
         work: tempfile.TemporaryDirectory[str] | None = None
         variant_name = spec.name
     else:
-        store.user_dir.mkdir(parents=True, exist_ok=True)
-        work = tempfile.TemporaryDirectory(prefix=".restora-quantize-", dir=store.user_dir)
+        # Made in the system's temporary folder, then imported (copied whole) into the user model
+        # folder, so a killed run leaves nothing half-made there.
+        work = tempfile.TemporaryDirectory(prefix="restora-quantize-")
         variant_name = registered_name(store, spec, name)
         targets = {p: Path(work.name) / f"{variant_name}-{p}.onnx" for p in VARIANTS}
     try:
-        say(f"INT8: calibrating on {len(feeds)} faces")
-        made_from = f"of {spec.name}, made by restora quantize"
-        quantize_int8(source, targets["int8"], feeds, conventions_metadata(
-            spec, "int8", f"INT8 {made_from} (calibrated on {len(feeds)} faces from {Path(calib).name})"))
-        say("FP16")
-        convert_fp16(source, targets["fp16"], conventions_metadata(spec, "fp16", f"FP16 {made_from}"))
-
+        say(f"INT8: calibrating on {len(faces.crops)} faces")
+        _make_variants(spec, source, targets, feeds, f"{len(faces.crops)} faces from {Path(calib).name}")
         say("comparing with FP32")
-        reference, fp32_ms = _restore_all(fp32, faces.crops)
-        results = [VariantResult("fp32", source, source.stat().st_size / 1e6, math.inf, 0.0, 0, fp32_ms)]
-        for precision in VARIANTS:
-            variant_spec = replace(spec, precision=precision)
-            variant = OnnxRestorer(variant_spec, create_session(targets[precision], provider, threads,
-                                                                shapes_vary=bool(spec.crop_sizes)))
-            restored, ms = _restore_all(variant, faces.crops)
-            psnr, mean_abs, max_abs = compare_outputs(reference, restored)
-            results.append(VariantResult(precision, targets[precision], targets[precision].stat().st_size / 1e6,
-                                         psnr, mean_abs, max_abs, ms))
+        results = _compare(fp32, source, targets, faces.crops, provider, threads)
         if work is not None:
-            results = _register(store, spec, source, results, variant_name)
+            results = _register(store, spec, results, variant_name)
     finally:
         if work is not None:
             work.cleanup()
     return QuantizeReport(spec.name, source, fp32.size, len(faces.used), faces.skipped, tuple(results))
 
 
-def _register(store: ModelStore, spec: ModelSpec, source: Path, results: list[VariantResult],
-              name: str) -> list[VariantResult]:
+def _make_variants(spec: ModelSpec, source: Path, targets: dict[str, Path],
+                   feeds: Iterable[dict[str, np.ndarray]], calibrated_on: str) -> None:
+    made_from = f"of {spec.name}, made by restora quantize"
+    try:
+        quantize_int8(source, targets["int8"], feeds,
+                      conventions_metadata(spec, "int8", f"INT8 {made_from} (calibrated on {calibrated_on})"))
+        convert_fp16(source, targets["fp16"], conventions_metadata(spec, "fp16", f"FP16 {made_from}"))
+    except OSError as error:  # an unwritable or full output folder (onnx raises it untyped)
+        where = error.filename or targets["int8"].parent
+        raise OutputError(f"cannot write the variants to {where}: {error.strerror or error}") from error
+
+
+def _compare(fp32: OnnxRestorer, source: Path, targets: dict[str, Path], crops: np.ndarray, provider: str,
+             threads: int | None) -> list[VariantResult]:
+    """FP32 and each variant restore every face; the variants' distance from FP32, and each speed."""
+    reference, fp32_ms = _restore_all(fp32, crops)
+    results = [VariantResult("fp32", source, source.stat().st_size / 1e6, math.inf, 0.0, 0, fp32_ms)]
+    for precision in VARIANTS:
+        session = create_session(targets[precision], provider, threads, shapes_vary=bool(fp32.spec.crop_sizes))
+        variant = OnnxRestorer(replace(fp32.spec, precision=precision), session)
+        restored, ms = _restore_all(variant, crops)
+        psnr, mean_abs, max_abs = compare_outputs(reference, restored)
+        results.append(VariantResult(precision, targets[precision], targets[precision].stat().st_size / 1e6,
+                                     psnr, mean_abs, max_abs, ms))
+    return results
+
+
+def _register(store: ModelStore, spec: ModelSpec, results: list[VariantResult], name: str) -> list[VariantResult]:
     """Import the variants (and, for a file no manifest lists, its FP32 source) under ``name``."""
     registered = [results[0]]
     if not spec.manifest:  # read from the graph, listed nowhere: the FP32 joins its variants
-        imported = import_model(store, source, name)
+        imported = import_model(store, results[0].path, name)
         registered[0] = replace(results[0], registered_as=imported.key)
     for result in results[1:]:
         imported = import_model(store.reload(), result.path, name)

@@ -253,3 +253,11 @@ def test_quantize_without_the_quantization_tools_says_so(
     assert status == ExitStatus.USAGE
     assert "needs the onnx package and onnxruntime's quantization tools" in err
     assert "pip install" in err
+
+
+def test_quantize_out_in_a_folder_that_cannot_be_made(tmp_path: Path, calib_dir: Path) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    status, _, err = run_cli("quantize", "restora-lite", "--calib", calib_dir,
+                             "--out", tmp_path / "a-file" / "x-int8.onnx")
+    assert status == ExitStatus.USAGE
+    assert "cannot write" in err and "a-file" in err
