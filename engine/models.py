@@ -782,14 +782,19 @@ def listed_file(store: ModelStore, digest: str) -> tuple[ModelSpec, ModelFile] |
 def spec_for_file(store: ModelStore, path: Path | str) -> ModelSpec:
     """What an ONNX file is: its manifest entry when its sha256 is listed, else a spec read from its
     graph (named after the file) as ``import_model`` would make it. Nothing is copied or written."""
+    path, digest, listed = _identify(store, path)
+    if listed is not None:
+        return listed[0]
+    return _spec_from_graph(_slug(path.stem), path.name, digest, path)
+
+
+def _identify(store: ModelStore, path: Path | str) -> tuple[Path, str, tuple[ModelSpec, ModelFile] | None]:
+    """An existing file's path, sha256 and manifest listing (``listed_file``)."""
     path = Path(path)
     if not path.is_file():
         raise ModelNotFoundError(f"{path}: no such file")
     digest = sha256_file(path)
-    listed = listed_file(store, digest)
-    if listed is not None:
-        return listed[0]
-    return _spec_from_graph(_slug(path.stem), path.name, digest, path)
+    return path, digest, listed_file(store, digest)
 
 
 def import_model(store: ModelStore, path: Path | str, name: str | None = None) -> ModelSpec:
@@ -800,11 +805,7 @@ def import_model(store: ModelStore, path: Path | str, name: str | None = None) -
     non-ONNX or a truncated file) and an entry is added to the user folder's ``user.json``.
     Returns the spec; ``store.reload()`` (or a new ``ModelStore.default()``) lists it.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ModelNotFoundError(f"{path}: no such file")
-    digest = sha256_file(path)
-    listed = listed_file(store, digest)
+    path, digest, listed = _identify(store, path)
     if listed is not None:
         spec, model_file = listed
         existing = store.locate(spec, model_file.role)
