@@ -91,6 +91,8 @@ class VariantResult:
 
 @dataclass(frozen=True)
 class QuantizeReport:
+    """What ``restora quantize`` made and measured: printed by ``lines``, saved by ``to_dict``."""
+
     model: str  # the source model's name
     source: Path
     size: int
