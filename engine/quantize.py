@@ -37,7 +37,7 @@ import numpy as np
 
 from engine.batch import InputError, collect_inputs
 from engine.errors import ImageError, ModelError, ModelFormatError, OutputError
-from engine.faces import resize_aligned
+from engine.faces import align_face, resize_aligned, select_faces
 from engine.imageio import atomic_write_bytes, load_image, same_file, to_uint8
 from engine.models import (
     USER_MANIFEST,
@@ -47,6 +47,7 @@ from engine.models import (
     import_model,
     spec_for_file,
 )
+from engine.pipeline import DEFAULT_DETECTOR, EnhanceSettings, detect_faces, load_detector
 from engine.restorers.onnx_restorer import OnnxRestorer
 from engine.runtime import create_session
 
@@ -64,6 +65,8 @@ _QUANTIZED_OPS = frozenset({
 })
 
 Progress = Callable[[str], None]
+# A photo's faces, aligned at a size: (pixels, size) -> crops.
+FaceFinder = Callable[[np.ndarray, int], list[np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -175,10 +178,13 @@ def _check_float32(path: Path) -> None:
 # -- calibration faces -------------------------------------------------------------------------
 
 
-def load_calibration_faces(folder: Path, size: int, limit: int = DEFAULT_FACES) -> CalibrationFaces:
-    """Up to ``limit`` aligned faces from ``folder`` (evenly spread over its sorted images), each
-    resized to ``size`` as ``restora enhance --aligned`` would. A file that is not a readable image
-    is skipped, reported, and replaced by one of the others; InputError when none can be read."""
+def load_calibration_faces(folder: Path, size: int, limit: int = DEFAULT_FACES,
+                           photos: FaceFinder | None = None) -> CalibrationFaces:
+    """Up to ``limit`` faces at ``size`` px from the images in ``folder`` (evenly spread over them,
+    sorted by name). Each image is an aligned face crop, resized as ``restora enhance --aligned``
+    would; with ``photos``, a whole photo whose faces it finds and aligns (the largest first, every
+    one counting towards ``limit``). An image that cannot be read, or a photo without a face, is
+    skipped, reported and replaced by another; InputError when no face is left."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"--calib {folder}: not a folder")
@@ -191,18 +197,36 @@ def load_calibration_faces(folder: Path, size: int, limit: int = DEFAULT_FACES) 
     used: list[Path] = []
     skipped: list[tuple[Path, str]] = []
     for item in (items[i] for i in order):
-        if len(crops) == limit:
+        if len(crops) >= limit:
             break
         try:
-            image = load_image(item.path)
+            pixels = to_uint8(load_image(item.path).pixels)
         except ImageError as error:
             skipped.append((item.path, str(error)))
             continue
-        crops.append(resize_aligned(to_uint8(image.pixels), size))
+        found = [resize_aligned(pixels, size)] if photos is None else photos(pixels, size)
+        if not found:
+            skipped.append((item.path, f"{item.path}: no face found"))
+            continue
+        crops.extend(found[: limit - len(crops)])
         used.append(item.path)
     if not crops:
-        raise InputError(f"--calib {folder}: none of its {len(items)} images could be read")
+        found_none = "no face was found in" if photos is not None else "none could be read of"
+        raise InputError(f"--calib {folder}: {found_none} its {len(items)} images")
     return CalibrationFaces(np.stack(crops), tuple(used), tuple(skipped))
+
+
+def face_finder(store: ModelStore, template: str, provider: str = "auto", threads: int | None = None) -> FaceFinder:
+    """Finds a photo's faces with the default detector (as ``restora enhance`` does, on a copy at most
+    640 px across) and aligns each to ``template`` at the size asked for, largest first."""
+    detector = load_detector(store, store.get(DEFAULT_DETECTOR), provider, threads)
+    max_side = EnhanceSettings().detect_max_side
+
+    def find(pixels: np.ndarray, size: int) -> list[np.ndarray]:
+        faces = select_faces(detect_faces(detector, pixels, max_side))
+        return [align_face(pixels, face, size, template).crop for face in faces]
+
+    return find
 
 
 def _batch_of(restorer: OnnxRestorer, crop: np.ndarray) -> np.ndarray:
@@ -333,11 +357,13 @@ def quantize_restorer(
     *,
     name: str | None = None,
     limit: int = DEFAULT_FACES,
+    photos: bool = False,
     provider: str = "auto",
     threads: int | None = None,
     progress: Progress | None = None,
 ) -> QuantizeReport:
-    """Make INT8 and FP16 variants of ``model`` and compare them with it on the calibration faces.
+    """Make INT8 and FP16 variants of ``model`` and compare them with it on the calibration faces
+    (``calib``'s aligned face crops, or with ``photos`` the faces found in its photos).
 
     With ``out``, INT8 is written there and FP16 beside it (``fp16_path_for``); without, both are
     registered in the user model folder (``registered_name``), so ``restora enhance --model NAME
@@ -358,7 +384,8 @@ def quantize_restorer(
     session = create_session(source, provider, threads, shapes_vary=bool(spec.crop_sizes))
     fp32 = OnnxRestorer(spec, session)
     say(f"calibration faces from {calib}")
-    faces = load_calibration_faces(calib, fp32.size, limit)
+    finder = face_finder(store, spec.template or "ffhq", provider, threads) if photos else None
+    faces = load_calibration_faces(calib, fp32.size, limit, finder)
     # Made one at a time as the calibrator asks: 32 float inputs of a 1024 px model are 400 MB.
     feeds = (fp32.feeds(_batch_of(fp32, crop)) for crop in faces.crops)
 
@@ -441,6 +468,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="a restorer's name (restora models list) or an FP32 ONNX file")
     parser.add_argument("--calib", type=Path, required=True, metavar="DIR",
                         help="a folder of aligned face crops (FFHQ-style, any size) to calibrate on")
+    parser.add_argument("--photos", action="store_true",
+                        help="DIR holds whole photos: find and align their faces with the default detector")
     parser.add_argument("--out", type=Path, default=None, metavar="FILE",
                         help="write INT8 here and FP16 beside it (default: register both in the user "
                              "model folder)")
@@ -465,7 +494,7 @@ def run(args: argparse.Namespace, env: Environment) -> int:
         print(f"quantize: {message}", file=env.stderr, flush=True)
 
     report = quantize_restorer(env.store(), args.model, args.calib, args.out, name=args.name, limit=args.faces,
-                               provider=args.provider, threads=args.threads, progress=progress)
+                               photos=args.photos, provider=args.provider, threads=args.threads, progress=progress)
     for line in report.lines():
         print(line, file=env.stdout)
     if args.json is not None:

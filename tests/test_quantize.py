@@ -24,8 +24,9 @@ from PIL import ImageFilter
 
 from engine.bench import aligned_test_crops
 from engine.cli import Environment, ExitStatus, main
+from engine.faces import resize_aligned
 from engine.models import ModelStore, sha256_file
-from engine.quantize import float_nodes
+from engine.quantize import face_finder, float_nodes, load_calibration_faces
 from engine.restorers import load_restorer
 from tests.helpers import write_jpeg
 
@@ -230,7 +231,7 @@ def test_quantize_calibration_folder_errors(tmp_path: Path, user_model_dir: Path
     assert status == ExitStatus.USAGE and "no images" in err
     (empty / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     status, _, err = run_cli("quantize", "restora-lite", "--calib", empty)
-    assert status == ExitStatus.USAGE and "none of its 1 images could be read" in err
+    assert status == ExitStatus.USAGE and "none could be read of its 1 images" in err
     assert not (user_model_dir / "user.json").exists()
 
 
@@ -261,3 +262,32 @@ def test_quantize_out_in_a_folder_that_cannot_be_made(tmp_path: Path, calib_dir:
                              "--out", tmp_path / "a-file" / "x-int8.onnx")
     assert status == ExitStatus.USAGE
     assert "cannot write" in err and "a-file" in err
+
+
+def test_quantize_on_whole_photos_finds_and_aligns_their_faces(
+    tmp_path: Path, user_model_dir: Path, astronaut: np.ndarray
+) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    write_jpeg(photos / "astronaut.jpg", astronaut, quality=80)
+    PILImage.fromarray(astronaut).resize((384, 384)).save(photos / "astronaut small.png")
+    PILImage.fromarray(np.full((300, 400, 3), 128, np.uint8)).save(photos / "no face.png")
+    status, out, err = run_cli("quantize", "restora-lite", "--calib", photos, "--photos",
+                               "--out", tmp_path / "v" / "lite-int8.onnx", "--json", tmp_path / "r.json")
+    assert status == ExitStatus.OK, err
+    assert "2 calibration faces at 512 px (1 file skipped)" in out
+    assert "no face.png: no face found" in out
+    assert _report(tmp_path / "r.json")["int8"]["psnr_db"] > 40
+    # The crops are the aligned face, not the resized photo: the astronaut's crop matches the one the
+    # pipeline aligns from the original pixels.
+    store = ModelStore.default()
+    found = load_calibration_faces(photos, 512, 4, face_finder(store, "ffhq", "cpu", 1))
+    aligned = aligned_test_crops(store, 512, 1, "cpu")[0].astype(int)
+    assert min(np.abs(crop.astype(int) - aligned).mean() for crop in found.crops) < 6
+    whole = resize_aligned(astronaut, 512).astype(int)
+    assert np.abs(whole - aligned).mean() > 30
+    empty = tmp_path / "faceless"
+    empty.mkdir()
+    PILImage.fromarray(np.full((300, 400, 3), 128, np.uint8)).save(empty / "grey.png")
+    status, _, err = run_cli("quantize", "restora-lite", "--calib", empty, "--photos")
+    assert status == ExitStatus.USAGE and "no face was found in its 1 images" in err
