@@ -11,6 +11,7 @@ import PIL.Image
 from .resample import (
     Premultiplied,
     antialias_reduction,
+    block_means,
     invert_affine,
     linear_scale,
     premultiply,
@@ -130,6 +131,9 @@ class AlignedFace:
 
     crop: np.ndarray  # (size, size, 3) uint8 RGB
     matrix: np.ndarray  # (2, 3) float32, image -> crop
+    # Made smaller than the face's pixels call for, as it holds no finer detail (content_crop_size):
+    # whatever is finer in the photo is noise, so the paste replaces it instead of keeping it.
+    coarse: bool = False
 
 
 def align_face(image: np.ndarray, face: Face, size: int, template: str = "ffhq") -> AlignedFace:
@@ -170,6 +174,53 @@ def crop_size_for(region: float, sizes: tuple[int, ...], upscale: float = 1.0) -
         if size >= max(CROP_OVERSAMPLING, upscale) * region:
             return size
     return sizes[-1]
+
+
+# A crop whose luminance above 1/16 cycle per pixel is under this share of its 1/32-1/16 band holds
+# no more than an eighth-size image: an enlarged small photo, or a face blurred as much. See
+# ``content_crop_size``.
+ENLARGED_DETAIL_RATIO = 0.42
+
+
+def fine_detail_ratio(crop: np.ndarray) -> float:
+    """RMS of a square uint8 RGB crop's luminance above 1/16 cycle per pixel over that of its
+    1/32-1/16 band, on the central 80 %.
+
+    On the 64 validation faces at 512 px (``scripts/content_scale.py``): 0.20-0.34 for the severe
+    tier (8x downscaled, blurred, noisy, JPEG 40), 0.23-0.28 for clean faces enlarged 8x and 0.26-0.32
+    with 6 levels of grain added at the crop's own scale; 0.47-0.65 for the medium tier (4x),
+    0.58-0.85 for 4x enlargements, 0.59-0.89 for mild. Real low-quality crops (CodeFormer's and
+    DFDNet's test faces) measure 0.25-0.40, sharp photos' faces 0.6-0.86. Both bands are measured on a
+    quarter-size copy (block means), which holds them: about 1.3 ms for a 512 px crop instead of 4 at
+    full size. Pixel-scale grain averages out there, so it does not hide an enlarged face."""
+    quarter = block_means(crop, 4).astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    side = quarter.shape[0]
+    half = resize(block_means(quarter, 2), (side, side), "cubic")
+    eighth = resize(block_means(quarter, 4), (side, side), "cubic")
+    edge = round(side * 0.1)
+    inner = slice(edge, side - edge)
+    fine = float(np.sqrt(np.mean(np.square(quarter - half)[inner, inner])))
+    band = float(np.sqrt(np.mean(np.square(half - eighth)[inner, inner])))
+    return fine / max(band, 1e-3)
+
+
+def content_crop_size(crop: np.ndarray, sizes: tuple[int, ...]) -> int:
+    """The crop size to restore an aligned ``crop`` at, judged by what it holds rather than by its
+    pixel count (``crop_size_for``): half its size where one of ``sizes`` is, when the crop holds no
+    detail finer than 1/16 cycle per pixel (``fine_detail_ratio``), else its own size.
+
+    restora-lite learnt degradations up to 8x downscaling of a 512 px face; shrunk to 256 px, an
+    8x-degraded face looks 4x-degraded, which it restores better. ``scripts/content_scale.py`` (64
+    validation faces through ``restora enhance --aligned``, INT8, ΔPSNR over the degraded face, by
+    this rule / always at 512): severe tier +1.07 / +0.94 dB, a clean face enlarged 8x +0.52 / -0.34,
+    the same with grain +1.47 / +0.78, every one of them below the threshold; the mild and medium
+    tiers and 4x enlargements are all above it and unchanged (lowest ratio 0.47, medium).
+    """
+    size = crop.shape[0]
+    smaller = [s for s in sizes if s * 2 <= size]
+    if not smaller or size % 16 or fine_detail_ratio(crop) >= ENLARGED_DETAIL_RATIO:
+        return size
+    return smaller[-1]
 
 
 def face_region(face: Face, template: str, size: int) -> float:

@@ -102,6 +102,7 @@ class FaceRestoration:
     crop: np.ndarray  # (S, S, 3) uint8: what the model saw
     restored: np.ndarray  # (S, S, 3) uint8: what the model gave back
     native_fidelity: float | None = None  # set when the model applied fidelity itself (CodeFormer)
+    coarse: bool = False  # restored smaller as it holds no finer detail (facelib.AlignedFace.coarse)
 
 
 @dataclass(frozen=True, eq=False)
@@ -298,19 +299,32 @@ class Enhancer:
             pixels = to_uint8(image.pixels)
             size = self.crop_size(max(image.width, image.height))
             crop = facelib.resize_aligned(pixels, size)
+            smaller = facelib.content_crop_size(crop, self.restorer.sizes)
+            coarse = smaller != size
+            if coarse:
+                size, crop = smaller, facelib.resize_aligned(pixels, smaller)
             matrix = np.array([[size / image.width, 0, 0], [0, size / image.height, 0]], np.float32)
             whole = Face((0.0, 0.0, float(image.width), float(image.height)), np.zeros((5, 2), np.float32), 1.0)
-            return PreparedPhoto(image, (whole,), 1, (facelib.AlignedFace(crop=crop, matrix=matrix),))
+            return PreparedPhoto(image, (whole,), 1, (facelib.AlignedFace(crop, matrix, coarse),))
         pixels = to_uint8(image.pixels)  # once: a 16-bit photo is converted for detection and alignment alike
         found = self.detect(pixels)
         chosen = self.select(found, image.width, image.height)
         template = self.restorer_spec.template or "ffhq"
         full = self.restorer.size
         aligned = tuple(
-            facelib.align_face(pixels, face, self.crop_size(facelib.face_region(face, template, full)), template)
+            self.align(pixels, face, self.crop_size(facelib.face_region(face, template, full)), template)
             for face in chosen
         )
         return PreparedPhoto(image, tuple(chosen), len(found), aligned)
+
+    def align(self, pixels: np.ndarray, face: Face, size: int, template: str) -> facelib.AlignedFace:
+        """``face``'s crop at ``size``, or at a smaller size the restorer takes where the crop holds
+        no more detail than that (an enlarged or heavily blurred face, facelib.content_crop_size)."""
+        aligned = facelib.align_face(pixels, face, size, template)
+        smaller = facelib.content_crop_size(aligned.crop, self.restorer.sizes)
+        if smaller == size:
+            return aligned
+        return replace(facelib.align_face(pixels, face, smaller, template), coarse=True)
 
     def enhance(self, image: Image, cancel: CancelToken | None = None) -> Restoration:
         """Restore every selected face of one photo."""
@@ -378,7 +392,7 @@ class Enhancer:
             key, prepared = pending.pop()
             records = []
             for face, item in zip(prepared.faces, prepared.aligned, strict=True):
-                records.append(FaceRestoration(face, item.matrix, item.crop, restored[index], native))
+                records.append(FaceRestoration(face, item.matrix, item.crop, restored[index], native, item.coarse))
                 index += 1
             yield key, prepared, tuple(records)
             del prepared
@@ -427,11 +441,15 @@ def compose(
         scale = 257.0 if base.pixels.dtype == np.uint16 else 1.0
         limit = 65535.0 if base.pixels.dtype == np.uint16 else 255.0
         original = base.pixels.astype(np.float32)
-        if grow and source.width > finished.shape[1] and facelib.jpeg_blockiness(source.pixels) < facelib.BLOCKY_FACE:
+        if (
+            grow and source.width > finished.shape[1] and not records[0].coarse
+            and facelib.jpeg_blockiness(source.pixels) < facelib.BLOCKY_FACE
+        ):
             # A crop bigger than the model's: add only the model's change, enlarged, so the crop keeps
             # the detail finer than the model's size (as paste_back does for faces in photos). Not for
             # a smaller crop enlarged by ``upscale``: its interpolated copy holds no such detail. Nor
-            # for a blocky JPEG, whose finer "detail" is its blocks (facelib.BLOCKY_FACE).
+            # for a blocky JPEG, whose finer "detail" is its blocks (facelib.BLOCKY_FACE), nor for a
+            # coarse one, whose finer "detail" is noise (facelib.content_crop_size).
             resized -= resize(records[0].crop, size, "cubic")
             mixed = original + resized * np.float32(scale * strength)
         else:
@@ -449,7 +467,7 @@ def compose(
     # holds such detail: enlarged (``upscale``), a face the crop out-resolves would keep just the
     # enlarged JPEG blocks and noise of its interpolated copy. Decided before any paste, on the
     # photo as it came (with ``reuse_source`` the pastes write into it).
-    keep_detail = [facelib.face_detail_worth_keeping(source.pixels, r.face, r.matrix) for r in chosen]
+    keep_detail = [not r.coarse and facelib.face_detail_worth_keeping(source.pixels, r.face, r.matrix) for r in chosen]
     pixels = base.pixels if own and base.pixels.flags.writeable else base.pixels.copy()
     for record, keep in zip(chosen, keep_detail, strict=True):
         finished, strength = finish_face(record, options.fidelity, options.color_correction)

@@ -10,16 +10,19 @@ from engine.faces import (
     Face,
     align_face,
     color_match,
+    content_crop_size,
     crop_size_for,
     estimate_alignment,
     face_region,
     feather_mask,
+    fine_detail_ratio,
     paste_area,
     paste_back,
     scale_matrix,
     select_faces,
     template_points,
 )
+from engine.resample import resize
 
 # Hand-placed on skimage.data.astronaut(): eyes, nose tip, mouth corners.
 ASTRONAUT_LANDMARKS = np.array([[204, 103], [248, 104], [226, 128], [206, 151], [245, 152]], np.float32)
@@ -249,7 +252,6 @@ def test_big_changes_keep_their_size_and_shrinking_pastes_take_the_whole_crop(as
 def test_jpeg_blockiness_finds_the_8px_grid_wherever_it_lies(astronaut: np.ndarray) -> None:
     """About 1 without blocks, a little more at JPEG 90, several times that at JPEG 5; the same for a
     JPEG cropped after compression (its grid off the origin); a box is measured on its middle."""
-    from engine.resample import resize
     from tests.helpers import decoded_jpeg as _jpeg
 
     big = resize(astronaut, (2560, 2560), "cubic")
@@ -270,6 +272,25 @@ def test_small_faces_get_the_smallest_crop_that_oversamples_them_three_times() -
     assert crop_size_for(40, (512,)) == 512  # a fixed-size model: always its size
     # --upscale 4: the crop holds at least the output's face (100 px -> 400 px), and 3x still holds.
     assert crop_size_for(100, sizes, upscale=4) == 448 and crop_size_for(40, sizes, upscale=2) == 256
+
+
+def test_a_crop_enlarged_8x_is_restored_at_half_size_and_sharper_ones_at_their_own(astronaut: np.ndarray) -> None:
+    crop = align_face(astronaut, astronaut_face(), 512).crop
+
+    def enlarged(factor: int, grain: float = 0.0) -> np.ndarray:
+        big = resize(resize(crop, (512 // factor, 512 // factor), "area"), (512, 512), "cubic").astype(np.float32)
+        noise = np.random.default_rng(factor).normal(0.0, grain, big.shape) if grain else 0.0
+        return np.clip(np.rint(big + noise), 0, 255).astype(np.uint8)
+
+    sizes = (256, 384, 512)
+    ratios = [fine_detail_ratio(c) for c in (crop, enlarged(2), enlarged(4), enlarged(8), enlarged(8, grain=6.0))]
+    assert min(ratios[:3]) > facelib.ENLARGED_DETAIL_RATIO > max(ratios[3:]), ratios
+    assert [content_crop_size(c, sizes) for c in (crop, enlarged(4), enlarged(8), enlarged(8, 6.0))] == [
+        512, 512, 256, 256,
+    ]
+    assert content_crop_size(enlarged(8), (512,)) == 512, "a fixed-size model: its size"
+    at_384 = resize(enlarged(8), (384, 384), "area")
+    assert content_crop_size(at_384, sizes) == 384, "no size half as big"
 
 
 def test_face_region_is_the_photo_side_of_the_crop() -> None:

@@ -285,6 +285,56 @@ def test_a_big_face_in_a_blocky_jpeg_gets_the_whole_restored_crop(  # type: igno
     assert facelib.jpeg_blockiness(aligned.output.pixels) < 0.75 * blocks_kept
 
 
+def test_a_face_in_an_enlarged_small_photo_is_restored_at_half_size_and_comes_out_closer_to_the_clean_face(  # type: ignore[no-untyped-def]
+    store, astronaut: np.ndarray,
+) -> None:
+    """A 128 px JPEG thumbnail blown up to 512 px: the face's 512 px crop holds nothing finer than a
+    256 px one (faces.content_crop_size), and restora-lite restores it better there, pasting the whole
+    restored crop. Aligned crops (--aligned) take the same route; a sharp photo keeps the full size."""
+    from engine.models import ModelStore
+    from tests.helpers import decoded_jpeg
+
+    fixed_store = ModelStore(
+        specs=tuple(replace(spec, crop_sizes=()) for spec in store.specs),
+        search_dirs=store.search_dirs, user_dir=store.user_dir,
+    )
+    settings = EnhanceSettings(fidelity=0.0, color_correction=False)
+    photo = resize(decoded_jpeg(resize(astronaut, (128, 128), "area"), 60), (512, 512), "cubic")
+    coarse = Enhancer(settings, store).enhance(Image(pixels=photo))
+    full = Enhancer(settings, fixed_store).enhance(Image(pixels=photo))
+    sharp = Enhancer(settings, store).enhance(Image(pixels=astronaut))
+    assert coarse.face_count == full.face_count == sharp.face_count == 1
+    assert coarse.faces[0].crop.shape == coarse.faces[0].restored.shape == (256, 256, 3) and coarse.faces[0].coarse
+    assert full.faces[0].crop.shape == sharp.faces[0].crop.shape == (512, 512, 3)
+    assert not sharp.faces[0].coarse
+
+    x1, y1, x2, y2 = (round(v) for v in ASTRONAUT_FACE_BOX)
+
+    def psnr(pixels: np.ndarray, clean: np.ndarray, box: tuple[int, int, int, int] = (x1, y1, x2, y2)) -> float:
+        error = pixels[box[1] : box[3], box[0] : box[2]].astype(np.float64) - clean[box[1] : box[3], box[0] : box[2]]
+        return float(10 * np.log10(255.0**2 / np.mean(error**2)))
+
+    before, at_256, at_512 = (psnr(p, astronaut) for p in (photo, coarse.output.pixels, full.output.pixels))
+    assert at_256 > at_512 + 0.2 and at_256 > before + 0.5, (before, at_256, at_512)
+
+    # An aligned crop enlarged 8x, with grain at its own scale: the whole restored crop is pasted, so the
+    # grain goes too (adding only the restorer's change would keep it).
+    from engine.faces import align_face
+    from tests.test_faces import astronaut_face
+
+    crop = align_face(astronaut, astronaut_face(), 512).crop
+    small = resize(decoded_jpeg(resize(crop, (64, 64), "area"), 60), (512, 512), "cubic").astype(np.float32)
+    grainy = np.clip(np.rint(small + np.random.default_rng(0).normal(0, 6, small.shape)), 0, 255).astype(np.uint8)
+    aligned = replace(settings, aligned=True)
+    coarse_crop = Enhancer(aligned, store).enhance(Image(pixels=grainy))
+    full_crop = Enhancer(aligned, fixed_store).enhance(Image(pixels=grainy))
+    assert coarse_crop.faces[0].crop.shape == (256, 256, 3) and coarse_crop.faces[0].coarse
+    inner = (51, 51, 461, 461)
+    outputs = (grainy, coarse_crop.output.pixels, full_crop.output.pixels)
+    before, at_256, at_512 = (psnr(p, crop, inner) for p in outputs)
+    assert at_256 > at_512 + 1.0 and at_256 > before + 1.5, (before, at_256, at_512)
+
+
 def test_a_small_face_is_restored_at_a_small_crop_and_comes_out_closer_to_the_clean_face(  # type: ignore[no-untyped-def]
     store, astronaut: np.ndarray,
 ) -> None:

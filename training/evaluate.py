@@ -23,11 +23,15 @@ import numpy as np
 import onnxruntime as ort
 from skimage.metrics import structural_similarity
 
+from engine.faces import content_crop_size, resize_aligned
+from engine.resample import resize
+
 from .data import DEFAULT_DATA_DIR, eval_face_files, load_rgb
 from .degrade import TIERS, apply_degradation, seed_for
 
 REPO = Path(__file__).resolve().parents[1]
 Restorer = Callable[[np.ndarray], np.ndarray]
+ENGINE_SIZES = (256, 384, 512)  # restora-lite's crop sizes (assets/models/restora.json) and full size
 
 
 def central(img: np.ndarray, fraction: float = 0.8) -> np.ndarray:
@@ -115,6 +119,21 @@ def checkpoint_restorer(path: Path, scale: int = 0) -> Restorer:
     return run
 
 
+def content_sized(restore: Restorer, sizes: tuple[int, ...]) -> Restorer:
+    """``restore`` as the engine runs it on an aligned crop (``restora enhance --aligned``, fidelity 0,
+    no colour match): at the smaller size ``engine.faces.content_crop_size`` picks for a face that holds
+    no finer detail, the restored crop enlarged (bicubic), as ``engine.pipeline.compose`` does."""
+    def run(img: np.ndarray) -> np.ndarray:
+        pixels = np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
+        size = content_crop_size(pixels, sizes)
+        if size == img.shape[0]:
+            return restore(img)
+        small = resize_aligned(pixels, size).astype(np.float32) / 255.0
+        return resize(restore(small), (img.shape[1], img.shape[0]), "cubic")
+
+    return run
+
+
 def bench(session: ort.InferenceSession, runs: int = 20, size: int = 512) -> float:
     """Median ms per face at batch 1 (after warm-up)."""
     x = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
@@ -179,6 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", type=Path, action="append", default=[], help="an ONNX restorer (repeatable)")
     p.add_argument("--checkpoint", type=Path, action="append", default=[], help="a training checkpoint (repeatable)")
     p.add_argument("--scale", type=int, default=0, help="with --checkpoint: run the net on 512/scale px")
+    p.add_argument(
+        "--content-sizes",
+        action="store_true",
+        help="also score each model as the engine runs it: at 256 px where a face holds no finer detail",
+    )
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     p.add_argument("--tiers", default="mild,medium,severe")
     p.add_argument("--limit", type=int, default=0, help="use only the first N faces (0: all)")
@@ -206,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
         for ckpt in args.checkpoint:
             label = f"{ckpt.parent.name}/{ckpt.stem}" + (f"@scale{args.scale}" if args.scale else "")
             methods[label] = checkpoint_restorer(ckpt, args.scale)
+    if args.content_sizes:
+        for label in [m for m in methods if m != "classical"]:
+            methods[f"{label} (engine sizes)"] = content_sized(methods[label], ENGINE_SIZES)
     result = evaluate(methods, faces, args.tiers.split(","))
     report: dict[str, object] = {
         "faces": len(faces),

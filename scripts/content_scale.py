@@ -1,0 +1,100 @@
+"""Aligned faces restored at the size ``faces.content_crop_size`` picks (half size for a face that
+holds nothing finer: enlarged 8x, or as blurred) against always at the restorer's full size.
+
+Not part of the test suite (``../shared/data/eval`` is not in the repository); the figures are quoted
+in ``engine/faces.py`` and docs/TRAINING.md. Each validation face (a sharp 512 px FFHQ-aligned crop)
+is degraded as below and restored by the default engine as ``restora enhance --aligned`` does
+(INT8, fidelity 0, no colour match), once with restora-lite's smaller crop sizes and once with
+them removed. Scores: PSNR gain over the degraded face on its central 80 %.
+
+    python scripts/content_scale.py [--every 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from engine import faces as facelib
+from engine.imageio import Image
+from engine.models import ModelStore
+from engine.pipeline import Enhancer, EnhanceSettings
+from engine.resample import resize
+from training.data import DEFAULT_DATA_DIR, eval_face_files, load_rgb
+from training.degrade import TIERS, apply_degradation, seed_for
+from training.evaluate import scores
+
+Degrade = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+
+
+def enlarged(factor: int, grain: float = 0.0) -> Degrade:
+    """The face shrunk ``factor`` times and blown up again (bicubic), grain added at the crop's scale."""
+
+    def degrade(clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        small = resize(clean, (512 // factor, 512 // factor), "area")
+        big = resize(small, (512, 512), "cubic") + rng.normal(0.0, grain / 255, clean.shape).astype(np.float32)
+        return np.clip(np.rint(big * 255), 0, 255) / np.float32(255)
+
+    return degrade
+
+
+def tier(name: str) -> Degrade:
+    return lambda clean, rng: apply_degradation(clean, TIERS[name], rng)
+
+
+CASES: dict[str, Degrade] = {
+    "mild": tier("mild"),
+    "medium": tier("medium"),
+    "severe": tier("severe"),
+    "clean, enlarged 4x": enlarged(4),
+    "clean, enlarged 8x": enlarged(8),
+    "enlarged 4x, grain 6": enlarged(4, 6.0),
+    "enlarged 8x, grain 6": enlarged(8, 6.0),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--every", type=int, default=1, help="use every N-th validation face")
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    args = parser.parse_args(argv)
+    store = ModelStore.default()
+    fixed = ModelStore(
+        specs=tuple(replace(spec, crop_sizes=()) for spec in store.specs),
+        search_dirs=store.search_dirs, user_dir=store.user_dir,
+    )
+    settings = EnhanceSettings(aligned=True, fidelity=0.0, color_correction=False, precision="int8", threads=2)
+    by_content, always_full = Enhancer(settings, store), Enhancer(settings, fixed)
+    faces = eval_face_files(args.data_dir)[:: args.every]
+    print(f"{len(faces)} faces; ΔPSNR over the degraded face, central 80 %\n")
+    print("| case | fine-detail ratio | at 256 | by content size | always 512 |")
+    print("|---|---:|---:|---:|---:|")
+    for case, degrade in CASES.items():
+        ratios, coarse, gains, full_gains = [], 0, [], []
+        for path in faces:
+            clean = load_rgb(path)
+            degraded = degrade(clean, np.random.default_rng(seed_for(path.name, case)))
+            pixels = np.clip(np.rint(degraded * 255), 0, 255).astype(np.uint8)
+            ratios.append(facelib.fine_detail_ratio(pixels))
+            before = scores(degraded, clean)["psnr"]
+            result = by_content.enhance(Image(pixels=pixels))
+            coarse += result.faces[0].coarse
+            gains.append(scores(result.output.pixels.astype(np.float32) / 255, clean)["psnr"] - before)
+            full = always_full.enhance(Image(pixels=pixels)).output.pixels.astype(np.float32) / 255
+            full_gains.append(scores(full, clean)["psnr"] - before)
+        print(
+            f"| {case} | {min(ratios):.2f}-{max(ratios):.2f} | {coarse}/{len(faces)} | "
+            f"{np.mean(gains):+.2f} | {np.mean(full_gains):+.2f} |", flush=True,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
