@@ -8,6 +8,11 @@ is degraded as below and restored by the default engine as ``restora enhance --a
 them removed. Scores: PSNR gain over the degraded face on its central 80 %.
 
     python scripts/content_scale.py [--every 1]
+    python scripts/content_scale.py --astronaut-grid docs/content-size-astronaut.png
+
+``--astronaut-grid`` draws, instead, scikit-image's public-domain astronaut enlarged 8x from a JPEG
+(quality 60; below it quality 75 with 6 levels of grain), at 100 %: the input, always at 512 px, by
+content size (256 px), the sharp original.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from PIL import Image as PILImage
 
 from engine import faces as facelib
 from engine.imageio import Image
@@ -60,10 +67,28 @@ CASES: dict[str, Degrade] = {
 }
 
 
+def astronaut_grid(by_content: Enhancer, always_full: Enhancer) -> np.ndarray:
+    from skimage.data import astronaut
+
+    from tests.helpers import decoded_jpeg
+    from tests.test_faces import astronaut_face
+
+    sharp = facelib.align_face(np.ascontiguousarray(astronaut()), astronaut_face(), 512).crop
+    rows = []
+    for quality, grain in ((60, 0.0), (75, 6.0)):
+        small = decoded_jpeg(resize(sharp, (64, 64), "area"), quality)
+        big = resize(small, (512, 512), "cubic") + np.random.default_rng(0).normal(0.0, grain, sharp.shape)
+        pixels = np.clip(np.rint(big), 0, 255).astype(np.uint8)
+        outputs = [e.enhance(Image(pixels=pixels)).output.pixels for e in (always_full, by_content)]
+        rows.append(np.concatenate([p[128:384, 128:384] for p in (pixels, *outputs, sharp)], axis=1))
+    return np.concatenate(rows, axis=0)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--every", type=int, default=1, help="use every N-th validation face")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    parser.add_argument("--astronaut-grid", type=Path, help="draw the astronaut grid into this PNG instead")
     args = parser.parse_args(argv)
     store = ModelStore.default()
     fixed = ModelStore(
@@ -72,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     settings = EnhanceSettings(aligned=True, fidelity=0.0, color_correction=False, precision="int8", threads=2)
     by_content, always_full = Enhancer(settings, store), Enhancer(settings, fixed)
+    if args.astronaut_grid:
+        PILImage.fromarray(astronaut_grid(by_content, always_full)).save(args.astronaut_grid, optimize=True)
+        return 0
     faces = eval_face_files(args.data_dir)[:: args.every]
     print(f"{len(faces)} faces; ΔPSNR over the degraded face, central 80 %\n")
     print("| case | fine-detail ratio | at 256 | by content size | always 512 |")
