@@ -68,15 +68,16 @@ CASES: dict[str, Degrade] = {
 
 
 def astronaut_grid(by_content: Enhancer, always_full: Enhancer) -> np.ndarray:
-    from skimage.data import astronaut
+    import io
 
-    from tests.helpers import decoded_jpeg
-    from tests.test_faces import astronaut_face
+    from engine.bench import aligned_test_crops
 
-    sharp = facelib.align_face(np.ascontiguousarray(astronaut()), astronaut_face(), 512).crop
+    sharp = aligned_test_crops(ModelStore.default(), 512, 1, "auto")[0]  # as the engine aligns her
     rows = []
     for quality, grain in ((60, 0.0), (75, 6.0)):
-        small = decoded_jpeg(resize(sharp, (64, 64), "area"), quality)
+        buffer = io.BytesIO()
+        PILImage.fromarray(resize(sharp, (64, 64), "area")).save(buffer, "JPEG", quality=quality)
+        small = np.asarray(PILImage.open(buffer).convert("RGB"))
         big = resize(small, (512, 512), "cubic") + np.random.default_rng(0).normal(0.0, grain, sharp.shape)
         pixels = np.clip(np.rint(big), 0, 255).astype(np.uint8)
         outputs = [e.enhance(Image(pixels=pixels)).output.pixels for e in (always_full, by_content)]
