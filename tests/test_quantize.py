@@ -26,7 +26,7 @@ from engine.bench import aligned_test_crops
 from engine.cli import Environment, ExitStatus, main
 from engine.faces import resize_aligned
 from engine.models import ModelStore, sha256_file
-from engine.quantize import face_finder, float_nodes, load_calibration_faces
+from engine.quantize import face_finder, float_nodes, load_calibration_faces, pad_narrow_convs
 from engine.restorers import load_restorer
 from tests.helpers import write_jpeg
 
@@ -121,6 +121,11 @@ def test_quantize_restora_lite_registers_variants_that_enhance_uses(
     readers = {n.op_type for n in int8.node if "input" in n.input}
     assert readers == {"Conv", "Add"}
     assert sum(n.op_type == "QuantizeLinear" for n in int8.node) > 10
+    # The RGB tail conv runs as a 16-output conv whose first 3 outputs are sliced out (pad_narrow_convs).
+    shapes = {i.name: tuple(i.dims) for i in int8.initializer}
+    tails = [n for n in int8.node if n.op_type == "Slice" and n.name.endswith("_padded_slice")]
+    assert len(tails) == 1 and shapes[tails[0].input[2]] == (1,)
+    assert all(dims[0] >= 16 for name, dims in shapes.items() if name.endswith("_padded_weight"))
 
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -181,6 +186,26 @@ def test_quantize_a_codeformer_style_file_registers_all_three_precisions(
     # The fidelity input survived quantization: fidelity 1 gives the input back.
     assert np.abs(int8.restore(face, fidelity=1.0).astype(int) - face).max() <= 2
     assert np.abs(int8.restore(face, fidelity=0.0).astype(int) - face).max() > 10
+
+
+def test_padding_narrow_convs_keeps_the_function_and_leaves_float_nodes_alone(astronaut: np.ndarray) -> None:
+    import onnxruntime as ort
+
+    model = onnx.load(str(SHIPPED_FP32))
+    keep = float_nodes(model.graph)
+    narrow = [n.name for n in model.graph.node if n.op_type == "Conv" and n.name not in keep
+              and next(i for i in model.graph.initializer if i.name == n.input[1]).dims[0] < 16]
+    assert narrow == ["/tail/Conv"]
+    assert pad_narrow_convs(model, keep=keep) == 1
+    assert pad_narrow_convs(model, keep=keep) == 0, "already wide"
+    onnx.checker.check_model(model)
+    face = resize_aligned(astronaut[30:330, 80:380], 512)
+    x = (face.astype(np.float32) / 255).transpose(2, 0, 1)[None]
+    plain = ort.InferenceSession(str(SHIPPED_FP32), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    padded_session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    padded = padded_session.run(None, {"input": x})[0]
+    assert padded.shape == plain.shape == x.shape
+    assert np.abs(padded - plain).max() < 1e-5
 
 
 def test_float_nodes_are_the_readers_of_the_input_and_the_writers_of_the_output() -> None:
