@@ -21,6 +21,7 @@ from training.degrade import (  # noqa: E402  (needs cv2, checked just above)
     apply_degradation,
     make_pair,
     sample_degradation,
+    sample_engine_tier_degradation,
     sample_tier_degradation,
 )
 
@@ -78,6 +79,26 @@ def test_tier_degradations_span_the_evaluation_tiers() -> None:
     # Severity is shared: heavier downscaling comes with more noise.
     assert np.corrcoef(np.log(scales), noise)[0, 1] > 0.5
     assert any(d.motion_length > 0 for d in ds)
+
+
+def test_engine_tiers_present_heavy_degradations_at_half_size_as_the_engine_does() -> None:
+    """The engine restores faces that hold nothing finer than half their crop at 256 px, where an x8
+    degradation is an x4 one with the same noise and JPEG: "engine-tiers" trains on that view."""
+    tiers, engine = np.random.default_rng(7), np.random.default_rng(7)
+    pairs = []
+    for _ in range(400):
+        plain = sample_tier_degradation(tiers)
+        tiers.random()  # the routing draw, to keep the two generators in step
+        pairs.append((plain, sample_engine_tier_degradation(engine)))
+    light = [e for p, e in pairs if p.downscale < 4.0]
+    assert light and all(e == p for p, e in pairs if p.downscale < 4.0)
+    halved = [(p, e) for p, e in pairs if e != p]
+    assert len(halved) > 40
+    for p, e in halved:
+        assert e.downscale == pytest.approx(max(1.0, p.downscale / 2))
+        assert e.blur_sigma == pytest.approx(p.blur_sigma / 2)
+        assert (e.noise_sigma, e.jpeg_quality) == (p.noise_sigma, p.jpeg_quality)
+    assert max(e.downscale for _, e in pairs) < 8.5 < max(p.downscale for p, _ in pairs)
 
 
 def test_sampled_degradations_cover_the_ranges() -> None:

@@ -124,7 +124,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--shrink-probability", type=float, default=0.3, help="how often UTKFace is downscaled")
     p.add_argument("--min-shrink", type=float, default=0.7, help="smallest UTKFace downscale factor")
     p.add_argument("--max-shrink", type=float, default=1.0, help="largest UTKFace downscale factor")
-    p.add_argument("--degradations", default="broad", choices=["broad", "tiers"], help="training degradation ranges")
+    p.add_argument("--degradations", default="broad", choices=["broad", "tiers", "engine-tiers"],
+                   help="training degradation ranges")
     p.add_argument(
         "--face-scale-from",
         type=float,
