@@ -189,8 +189,8 @@ def fine_detail_ratio(crop: np.ndarray) -> float:
     On the 64 validation faces at 512 px (``scripts/content_scale.py``): 0.20-0.34 for the severe
     tier (8x downscaled, blurred, noisy, JPEG 40), 0.23-0.28 for clean faces enlarged 8x and 0.26-0.32
     with 6 levels of grain added at the crop's own scale; 0.47-0.65 for the medium tier (4x),
-    0.58-0.85 for 4x enlargements, 0.59-0.89 for mild. Real low-quality crops (CodeFormer's and
-    DFDNet's test faces) measure 0.25-0.40, sharp photos' faces 0.6-0.86. Both bands are measured on a
+    0.58-0.85 for 4x enlargements, 0.59-0.89 for mild. Real low-quality crops measure 0.26-0.40
+    (CodeFormer's twelve numbered test faces, DFDNet's four), sharp photos' faces 0.6-0.86. Both bands are measured on a
     quarter-size copy (block means), which holds them: about 1.3 ms for a 512 px crop instead of 4 at
     full size. Pixel-scale grain averages out there, so it does not hide an enlarged face."""
     quarter = block_means(crop, 4).astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
