@@ -190,9 +190,11 @@ def fine_detail_ratio(crop: np.ndarray) -> float:
     tier (8x downscaled, blurred, noisy, JPEG 40), 0.23-0.28 for clean faces enlarged 8x and 0.26-0.32
     with 6 levels of grain added at the crop's own scale; 0.47-0.65 for the medium tier (4x),
     0.58-0.85 for 4x enlargements, 0.59-0.89 for mild. Real low-quality crops measure 0.26-0.40
-    (CodeFormer's twelve numbered test faces, DFDNet's four), sharp photos' faces 0.6-0.86. Both bands are measured on a
-    quarter-size copy (block means), which holds them: about 1.3 ms for a 512 px crop instead of 4 at
-    full size. Pixel-scale grain averages out there, so it does not hide an enlarged face."""
+    (CodeFormer's twelve numbered test faces, DFDNet's four), sharp photos' faces 0.6-0.86.
+
+    Both bands are measured on a quarter-size copy (block means), which holds them: about 1.3 ms for
+    a 512 px crop instead of 4 at full size. Pixel-scale grain averages out there, so it does not
+    hide an enlarged face."""
     quarter = block_means(crop, 4).astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
     side = quarter.shape[0]
     half = resize(block_means(quarter, 2), (side, side), "cubic")

@@ -318,10 +318,10 @@ def quantize_int8(source: Path, target: Path, feeds: Iterable[dict[str, np.ndarr
     with tempfile.TemporaryDirectory(prefix=".restora-quantize-", dir=target.parent) as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(source), str(pre), skip_symbolic_shape=True)
-        graph = onnx.load(str(pre))
-        excluded = float_nodes(graph.graph)
-        if pad_narrow_convs(graph, keep=excluded):
-            onnx.save(graph, str(pre))
+        model = onnx.load(str(pre))
+        excluded = float_nodes(model.graph)
+        if pad_narrow_convs(model, keep=excluded):
+            onnx.save(model, str(pre))
         quantized = Path(tmp) / "int8.onnx"
         quantize_static(
             str(pre), str(quantized), _FeedReader(feeds),
