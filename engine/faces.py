@@ -214,9 +214,10 @@ def content_crop_size(crop: np.ndarray, sizes: tuple[int, ...]) -> int:
     restora-lite learnt degradations up to 8x downscaling of a 512 px face; shrunk to 256 px, an
     8x-degraded face looks 4x-degraded, which it restores better. ``scripts/content_scale.py`` (64
     validation faces through ``restora enhance --aligned``, INT8, ΔPSNR over the degraded face, by
-    this rule / always at 512): severe tier +1.07 / +0.94 dB, a clean face enlarged 8x +0.52 / -0.34,
-    the same with grain +1.47 / +0.78, every one of them below the threshold; the mild and medium
-    tiers and 4x enlargements are all above it and unchanged (lowest ratio 0.47, medium).
+    this rule / always at 512; v9, then v10 trained for it): severe tier +1.07 / +0.94 dB, v10 +1.22 /
+    +0.96; a clean face enlarged 8x +0.52 / -0.34, v10 +0.52 / -0.20; the same with grain +1.47 /
+    +0.78, v10 +1.50 / +0.80; every one of them below the threshold. The mild and medium tiers and 4x
+    enlargements are all above it and unchanged (lowest ratio 0.47, medium).
     """
     size = crop.shape[0]
     smaller = [s for s in sizes if s * 2 <= size]
