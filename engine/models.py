@@ -490,6 +490,11 @@ class ModelStore:
             tuple(load_manifests(self.manifest_paths)), self.search_dirs, self.user_dir, self.manifest_paths
         )
 
+    def at_full_size(self) -> ModelStore:
+        """This store with every restorer taking its full size only (no ``crop_sizes``): what the
+        engine's crop-size rules are measured against."""
+        return replace(self, specs=tuple(replace(spec, crop_sizes=()) for spec in self.specs))
+
     def names(self, family: str | None = None) -> list[str]:
         """Unique model names in manifest order, optionally of one family."""
         seen: dict[str, None] = {}

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -92,10 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--astronaut-grid", type=Path, help="draw the astronaut grid into this PNG instead")
     args = parser.parse_args(argv)
     store = ModelStore.default()
-    fixed = ModelStore(
-        specs=tuple(replace(spec, crop_sizes=()) for spec in store.specs),
-        search_dirs=store.search_dirs, user_dir=store.user_dir,
-    )
+    fixed = store.at_full_size()
     settings = EnhanceSettings(aligned=True, fidelity=0.0, color_correction=False, precision="int8", threads=2)
     by_content, always_full = Enhancer(settings, store), Enhancer(settings, fixed)
     if args.astronaut_grid:

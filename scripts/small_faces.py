@@ -16,7 +16,6 @@ import argparse
 import io
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -60,8 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     store = ModelStore.default()
-    full_size = ModelStore(specs=tuple(replace(s, crop_sizes=()) for s in store.specs),
-                           search_dirs=store.search_dirs, user_dir=store.user_dir)
+    full_size = store.at_full_size()
     engines = {"auto": Enhancer(EnhanceSettings(), store), "full": Enhancer(EnhanceSettings(), full_size)}
     files = eval_face_files(args.data)[:: args.every]
     sizes = [int(s) for s in args.sizes.split(",")]

@@ -291,13 +291,9 @@ def test_a_face_in_an_enlarged_small_photo_is_restored_at_half_size_and_comes_ou
     """A 128 px JPEG thumbnail blown up to 512 px: the face's 512 px crop holds nothing finer than a
     256 px one (faces.content_crop_size), and restora-lite restores it better there, pasting the whole
     restored crop. Aligned crops (--aligned) take the same route; a sharp photo keeps the full size."""
-    from engine.models import ModelStore
     from tests.helpers import decoded_jpeg
 
-    fixed_store = ModelStore(
-        specs=tuple(replace(spec, crop_sizes=()) for spec in store.specs),
-        search_dirs=store.search_dirs, user_dir=store.user_dir,
-    )
+    fixed_store = store.at_full_size()
     settings = EnhanceSettings(fidelity=0.0, color_correction=False)
     photo = resize(decoded_jpeg(resize(astronaut, (128, 128), "area"), 60), (512, 512), "cubic")
     coarse = Enhancer(settings, store).enhance(Image(pixels=photo))
@@ -345,8 +341,6 @@ def test_a_small_face_is_restored_at_a_small_crop_and_comes_out_closer_to_the_cl
     from PIL import Image as PILImage
     from PIL import ImageFilter
 
-    from engine.models import ModelStore
-
     clean = resize(astronaut, (192, 192), "area")
     blurred = np.asarray(PILImage.fromarray(clean).filter(ImageFilter.GaussianBlur(0.8)), np.float32)
     noisy = np.clip(blurred + np.random.default_rng(3).normal(0, 6, blurred.shape) + 0.5, 0, 255).astype(np.uint8)
@@ -354,10 +348,7 @@ def test_a_small_face_is_restored_at_a_small_crop_and_comes_out_closer_to_the_cl
     PILImage.fromarray(noisy).save(buffer, "JPEG", quality=50)
     degraded = np.asarray(PILImage.open(buffer).convert("RGB"))
 
-    fixed_store = ModelStore(
-        specs=tuple(replace(spec, crop_sizes=()) for spec in store.specs),
-        search_dirs=store.search_dirs, user_dir=store.user_dir,
-    )
+    fixed_store = store.at_full_size()
     small = Enhancer(EnhanceSettings(), store).enhance(Image(pixels=degraded))
     full = Enhancer(EnhanceSettings(), fixed_store).enhance(Image(pixels=degraded))
     assert small.face_count == full.face_count == 1

@@ -24,6 +24,8 @@ import onnxruntime as ort
 from skimage.metrics import structural_similarity
 
 from engine.faces import content_crop_size, resize_aligned
+from engine.models import ModelStore
+from engine.pipeline import DEFAULT_RESTORER
 from engine.resample import resize
 
 from .data import DEFAULT_DATA_DIR, eval_face_files, load_rgb
@@ -31,7 +33,6 @@ from .degrade import TIERS, apply_degradation, seed_for
 
 REPO = Path(__file__).resolve().parents[1]
 Restorer = Callable[[np.ndarray], np.ndarray]
-ENGINE_SIZES = (256, 384, 512)  # restora-lite's crop sizes (assets/models/restora.json) and full size
 
 
 def central(img: np.ndarray, fraction: float = 0.8) -> np.ndarray:
@@ -231,8 +232,11 @@ def main(argv: list[str] | None = None) -> int:
             label = f"{ckpt.parent.name}/{ckpt.stem}" + (f"@scale{args.scale}" if args.scale else "")
             methods[label] = checkpoint_restorer(ckpt, args.scale)
     if args.content_sizes:
+        # The sizes the engine restores restora-lite at: its manifest's crop sizes and its full size.
+        lite = ModelStore.default().get(DEFAULT_RESTORER, "fp32")
+        engine_sizes = (*lite.crop_sizes, lite.size)
         for label in [m for m in methods if m != "classical"]:
-            methods[f"{label} (engine sizes)"] = content_sized(methods[label], ENGINE_SIZES)
+            methods[f"{label} (engine sizes)"] = content_sized(methods[label], engine_sizes)
     result = evaluate(methods, faces, args.tiers.split(","))
     report: dict[str, object] = {
         "faces": len(faces),
