@@ -141,7 +141,6 @@ def test_evaluation_labels_keep_two_versions_of_one_model_apart() -> None:
         model_labels([shipped, Path("elsewhere/models/restora-lite-int8.onnx")])
 
 
-
 def test_content_sized_evaluation_runs_the_net_once_per_face_and_enlarged_faces_at_half_size() -> None:
     """`--content-sizes`: a sharp face reuses the full-size output, an enlarged one is restored at 256."""
     from training.evaluate import content_sized, remembering_last
@@ -160,6 +159,7 @@ def test_content_sized_evaluation_runs_the_net_once_per_face_and_enlarged_faces_
         assert plain(face) is face
         assert by_content(face).shape == (512, 512, 3)
     assert seen == [512, 512, 256]  # the sharp face once, the enlarged one at 512 and at 256
+
 
 @needs_torch
 def test_psnr_loss_is_the_mean_psnr_and_weighs_each_face_alike() -> None:
