@@ -585,6 +585,54 @@ def test_revive_dead_run_logs_what_it_revived_and_trains_on(tmp_path: Path) -> N
 
 
 @needs_torch
+def test_averaged_checkpoint_holds_the_mean_of_two_runs_and_trains_on(tmp_path: Path) -> None:
+    """training.average: two runs from one parent, averaged, load, evaluate and resume; other nets refused."""
+    import torch
+    from safetensors.torch import load_file
+
+    from training.average import main as average
+    from training.checkpoint import load_ema, load_meta, load_model
+    from training.train import parse_args, train
+
+    common = ["--runs-dir", str(tmp_path), "--batch", "2", "--patch", "48", "--val-faces", "0", "--warmup", "1"]
+    common += ["--ema", "0.5"]
+    net = ["--widths", "8,8,16,16", "--blocks", "1"]
+    parent = train(parse_args(["--name", "parent", *common, *net, "--steps", "1"]), smoke_sampler(48))
+    from_parent = ["--resume", str(parent), "--weights-only", "--lr", "1e-2"]
+    runs = [
+        train(
+            parse_args(["--name", f"r{seed}", *common, *from_parent, "--steps", "2", "--seed", str(seed)]),
+            smoke_sampler(48),
+        )
+        for seed in (1, 2)
+    ]
+    out = tmp_path / "soup" / "ckpt-0000000.safetensors"
+    assert average([*map(str, runs), "--weights", "3,1", "--out", str(out)]) == 0
+    emas = [load_ema(r) for r in runs]
+    soup = load_ema(out)
+    assert emas[0] is not None and emas[1] is not None and soup is not None
+    key = "tail.weight"
+    assert not torch.equal(emas[0][key], emas[1][key])  # the runs differ, so the mean is a new net
+    assert torch.allclose(soup[key], 0.75 * emas[0][key] + 0.25 * emas[1][key], atol=1e-7)
+    assert not any(k.startswith("optim.") for k in load_file(str(out)))
+    assert load_meta(out)["base_steps"] == max(load_meta(r)["total_steps"] for r in runs)
+    face = torch.from_numpy(astronaut_face(64).transpose(2, 0, 1)[None].copy())
+    with torch.no_grad():
+        assert load_model(out)(face).shape == face.shape
+    resumed = train(
+        parse_args(["--name", "on", *common, "--steps", "1", "--resume", str(out), "--weights-only"]),
+        smoke_sampler(48),
+    )
+    assert load_meta(resumed)["total_steps"] == load_meta(out)["base_steps"] + 1
+
+    wider = ["--widths", "8,8,16,24", "--blocks", "1"]
+    other = train(parse_args(["--name", "wide", *common, *wider, "--steps", "1"]), smoke_sampler(48))
+    with pytest.raises(SystemExit):
+        average([str(runs[0]), str(other), "--out", str(tmp_path / "bad.safetensors")])
+    assert not (tmp_path / "bad.safetensors").exists()
+
+
+@needs_torch
 def test_gan_training_keeps_its_discriminator_across_a_resume(tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
