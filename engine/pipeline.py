@@ -276,17 +276,40 @@ class Enhancer:
 
     # -- restoration ---------------------------------------------------------------------------
 
-    def restore_crops(self, crops: np.ndarray, cancel: CancelToken | None = None) -> np.ndarray:
-        """Restore (N, S, S, 3) uint8 crops in batches of ``batch_size``."""
+    def restore_crops(
+        self, crops: np.ndarray, cancel: CancelToken | None = None, *, mirrored: bool = False,
+        fidelity: float | None = None,
+    ) -> np.ndarray:
+        """Restore (N, S, S, 3) uint8 crops in batches of ``batch_size`` (``OnnxRestorer.restore``);
+        ``fidelity`` overrides the settings' for a model that takes it as an input."""
         if len(crops) == 0:
             return crops
-        native = self.fidelity if self.restorer.has_native_weight else None
+        if fidelity is None:
+            fidelity = self.fidelity
+        native = fidelity if self.restorer.has_native_weight else None
         outputs = []
         for start in range(0, len(crops), self.batch_size):
             if cancel is not None:
                 cancel.raise_if_cancelled()
-            outputs.append(self.restorer.restore(crops[start : start + self.batch_size], native))
+            outputs.append(self.restorer.restore(crops[start : start + self.batch_size], native, mirrored=mirrored))
         return np.concatenate(outputs, axis=0)
+
+    def restore_aligned(
+        self, crops: Sequence[np.ndarray], coarse: Sequence[bool], cancel: CancelToken | None = None,
+        fidelity: float | None = None,
+    ) -> list[np.ndarray]:
+        """The restored crop of each aligned face crop, in order: one batch per crop size (small faces
+        get smaller crops, faces.crop_size_for). A coarse face (``AlignedFace.coarse``) is restored as
+        itself and mirrored, averaged: on the validation faces that adds 0.06 dB to the severe tier, and
+        at half size the pair costs half of one full-size pass."""
+        restored: list[np.ndarray] = [np.empty(0, np.uint8)] * len(crops)
+        for size, mirrored in sorted(set(zip(map(len, crops), coarse, strict=True))):
+            where = [i for i, crop in enumerate(crops) if len(crop) == size and coarse[i] == mirrored]
+            batch = np.stack([crops[i] for i in where])
+            outputs = self.restore_crops(batch, cancel, mirrored=mirrored, fidelity=fidelity)
+            for i, out in zip(where, outputs, strict=True):
+                restored[i] = out
+        return restored
 
     def crop_size(self, region: float) -> int:
         """The crop size for a face whose crop covers ``region`` photo pixels (faces.crop_size_for)."""
@@ -377,13 +400,8 @@ class Enhancer:
     def _flush(
         self, pending: list[tuple[K, PreparedPhoto]], cancel: CancelToken | None,
     ) -> Iterator[tuple[K, PreparedPhoto, tuple[FaceRestoration, ...]]]:
-        crops = [a.crop for _, prepared in pending for a in prepared.aligned]
-        restored: list[np.ndarray] = [np.empty(0, np.uint8)] * len(crops)
-        # One batch per crop size: small faces get smaller crops (faces.crop_size_for).
-        for size in sorted({len(crop) for crop in crops}):
-            where = [i for i, crop in enumerate(crops) if len(crop) == size]
-            for i, out in zip(where, self.restore_crops(np.stack([crops[i] for i in where]), cancel), strict=True):
-                restored[i] = out
+        aligned = [a for _, prepared in pending for a in prepared.aligned]
+        restored = self.restore_aligned([a.crop for a in aligned], [a.coarse for a in aligned], cancel)
         native = self.fidelity if self.restorer.has_native_weight else None
         index = 0
         pending.reverse()

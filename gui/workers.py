@@ -17,7 +17,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 from PySide6.QtGui import QImage
 
@@ -152,16 +151,10 @@ def rerun_native(enhancer: Enhancer, restoration: Restoration, fidelity: float) 
     """Re-run a model that takes fidelity as an input (CodeFormer) on the cached crops."""
     if not restoration.faces:
         return restoration
-    crops = np.stack([face.crop for face in restoration.faces])
-    outputs = [
-        enhancer.restorer.restore(crops[start : start + enhancer.batch_size], fidelity)
-        for start in range(0, len(crops), enhancer.batch_size)
-    ]
-    restored = np.concatenate(outputs, axis=0)
-    faces = tuple(
-        replace(face, restored=restored[i], native_fidelity=fidelity) for i, face in enumerate(restoration.faces)
-    )
-    return replace(restoration, faces=faces)
+    faces = restoration.faces
+    restored = enhancer.restore_aligned([f.crop for f in faces], [f.coarse for f in faces], fidelity=fidelity)
+    rerun = tuple(replace(f, restored=out, native_fidelity=fidelity) for f, out in zip(faces, restored, strict=True))
+    return replace(restoration, faces=rerun)
 
 
 def needs_native_rerun(restoration: Restoration, fidelity: float) -> bool:

@@ -341,6 +341,23 @@ def test_fidelity_preview_of_a_12_megapixel_photo_is_fast(enhancer, astronaut: n
     assert screen < 250 and full < 2000  # generous bounds for a shared CI machine; figures in docs/GUI.md
 
 
+def test_rerunning_the_model_on_cached_faces_restores_them_as_the_engine_did(  # type: ignore[no-untyped-def]
+    enhancer, astronaut: np.ndarray
+) -> None:
+    """The fidelity re-run (a model with a fidelity input) takes the cached crops the way the engine
+    restored them: a coarse face (a small photo blown up) as itself and mirrored, a sharp one once."""
+    from engine.imageio import Image
+    from gui.workers import rerun_native
+
+    enlarged = resize(resize(astronaut, (96, 96), "area"), (512, 512), "cubic")
+    for photo, coarse in ((enlarged, True), (astronaut, False)):
+        restoration = enhancer.enhance(Image(pixels=photo))
+        (face,) = restoration.faces
+        assert face.coarse is coarse
+        (rerun,) = rerun_native(enhancer, restoration, 0.3).faces
+        assert np.array_equal(rerun.restored, face.restored) and rerun.native_fidelity == 0.3
+
+
 def test_rows_drag_to_a_new_place_and_files_dropped_on_the_queue_still_add(  # type: ignore[no-untyped-def]
     qtbot, window: MainWindow, photos: Path
 ) -> None:

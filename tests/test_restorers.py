@@ -106,6 +106,30 @@ def test_fixed_batch_one_runs_per_face_and_dynamic_batch_runs_once(tmp_path: Pat
     np.testing.assert_array_equal(out_fixed, out_dynamic)
 
 
+@pytest.mark.parametrize("batch", [1, "batch"])
+def test_mirrored_restore_averages_the_crop_and_its_mirror_in_one_batch(tmp_path: Path, batch: Any) -> None:
+    """y = x * (column / (S-1)): mirrored, the two views' ramps add to 1 everywhere, so y = x / 2."""
+    ramp = np.linspace(0.0, 1.0, SIZE, dtype=np.float32)
+    scale = helper.make_tensor("ramp", TensorProto.FLOAT, [1, 1, 1, SIZE], ramp.tolist())
+    path = save_graph(
+        tmp_path / "ramp.onnx",
+        [helper.make_node("Mul", ["input", "ramp"], ["output"])],
+        [image("input", batch)],
+        [image("output", batch)],
+        [scale],
+    )
+    session = CountingSession(create_session(path, "cpu", threads=1))
+    restorer = OnnxRestorer(spec_for(path, "gfpgan", range=(0.0, 1.0)), session)
+    crops = random_crops(3, seed=4)
+    plain = restorer.restore(crops, None)
+    assert np.abs(plain.astype(int) - np.rint(crops * ramp[None, None, :, None]).astype(int)).max() <= 1
+    session.calls.clear()
+    mirrored = restorer.restore(crops, None, mirrored=True)
+    assert mirrored.shape == crops.shape and mirrored.dtype == np.uint8
+    assert np.abs(mirrored.astype(int) - crops.astype(int) / 2).max() <= 1
+    assert session.calls == ([1] * 6 if batch == 1 else [6])
+
+
 def test_range_0_1_and_channel_order(tmp_path: Path) -> None:
     # y = x * [0, 1, 1] per channel: the graph's channel 0 is zeroed.
     scale = helper.make_tensor("scale", TensorProto.FLOAT, [1, 3, 1, 1], [0.0, 1.0, 1.0])

@@ -158,7 +158,8 @@ def test_content_sized_evaluation_runs_the_net_once_per_face_and_enlarged_faces_
     for face in (sharp, enlarged):
         assert plain(face) is face
         assert by_content(face).shape == (512, 512, 3)
-    assert seen == [512, 512, 256]  # the sharp face once, the enlarged one at 512 and at 256
+    # The sharp face once; the enlarged one at 512, then at 256 as itself and mirrored.
+    assert seen == [512, 512, 256, 256]
 
 
 @needs_torch

@@ -139,14 +139,16 @@ def remembering_last(restore: Restorer) -> Restorer:
 def content_sized(restore: Restorer, sizes: tuple[int, ...]) -> Restorer:
     """``restore`` as the engine runs it on an aligned crop (``restora enhance --aligned``, fidelity 0,
     no colour match): at the smaller size ``engine.faces.content_crop_size`` picks for a face that holds
-    no finer detail, the restored crop enlarged (bicubic), as ``engine.pipeline.compose`` does."""
+    no finer detail, restored as itself and mirrored and averaged (``Enhancer.restore_aligned``), the
+    result enlarged (bicubic), as ``engine.pipeline.compose`` does."""
     def run(img: np.ndarray) -> np.ndarray:
         pixels = np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
         size = content_crop_size(pixels, sizes)
         if size == img.shape[0]:
             return restore(img)
         small = resize_aligned(pixels, size).astype(np.float32) / 255.0
-        return resize(restore(small), (img.shape[1], img.shape[0]), "cubic")
+        both = 0.5 * (restore(small) + restore(np.ascontiguousarray(small[:, ::-1]))[:, ::-1])
+        return resize(np.ascontiguousarray(both), (img.shape[1], img.shape[0]), "cubic")
 
     return run
 
@@ -250,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.content_sizes:
         # The sizes the engine restores restora-lite at: its manifest's crop sizes and its full size.
         lite = ModelStore.default().get(DEFAULT_RESTORER, "fp32")
-        engine_sizes = (*lite.crop_sizes, lite.size)
+        engine_sizes = (*lite.crop_sizes, lite.size or 512)  # its manifest entry gives a size
         for label in [m for m in methods if m != "classical"]:
             methods[label] = remembering_last(methods[label])
             methods[f"{label} (engine sizes)"] = content_sized(methods[label], engine_sizes)

@@ -148,11 +148,13 @@ class OnnxRestorer:
     def name(self) -> str:
         return self.spec.name
 
-    def restore(self, crops: np.ndarray, fidelity: float | None = None) -> np.ndarray:
+    def restore(self, crops: np.ndarray, fidelity: float | None = None, *, mirrored: bool = False) -> np.ndarray:
         """Restore (N,S,S,3) uint8 RGB crops; returns (N,S,S,3) uint8 RGB.
 
         ``fidelity`` (0..1) reaches the model only when it has a weight input; None uses the
         manifest's default. Without a weight input it is ignored here (the pipeline blends).
+        ``mirrored``: each crop is restored as itself and left-right mirrored, in one batch, and the
+        two outputs averaged (a self-ensemble: the net's errors on the two views differ in part).
         """
         s = self._crop_size(crops)
         n = crops.shape[0]
@@ -160,9 +162,11 @@ class OnnxRestorer:
             return np.empty((0, s, s, 3), np.uint8)
         feeds_extra = self._weight_feeds(fidelity)
         x = self._to_tensor(crops)
-        step = self.fixed_batch or n
+        if mirrored:
+            x = np.concatenate([x, x[..., ::-1]])
+        step = self.fixed_batch or len(x)
         results = []
-        for start in range(0, n, step):
+        for start in range(0, len(x), step):
             chunk = x[start : start + step]
             count = chunk.shape[0]
             if self.fixed_batch is not None and count < self.fixed_batch:
@@ -174,6 +178,9 @@ class OnnxRestorer:
         # One chunk (every batch without a fixed size) goes straight on: concatenating it would copy
         # the 3 MB float output of a 512 px face once more for nothing.
         y_all = results[0] if len(results) == 1 else np.concatenate(results)
+        if mirrored:
+            # Averaged in the model's float output, before the one rounding to uint8.
+            y_all = (y_all[:n] + y_all[n:, ..., ::-1]) * np.asarray(0.5, y_all.dtype)
         return self._to_crops(y_all, s)
 
     def feeds(self, crops: np.ndarray, fidelity: float | None = None) -> dict[str, np.ndarray]:
