@@ -304,11 +304,12 @@ def test_queue_model_operations(qtbot) -> None:  # type: ignore[no-untyped-def]
     assert len(model.remove_where(Status.DONE)) == 1 and model.rowCount() == 1999
 
 
-def test_fidelity_preview_of_a_12_megapixel_photo_is_fast(enhancer, astronaut: np.ndarray) -> None:  # type: ignore[no-untyped-def]
-    """Fidelity changes re-compose from cached faces; measured on a 4000x3000 photo.
+def test_fidelity_preview_of_a_12_megapixel_photo_agrees_with_the_full_result(enhancer, astronaut: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+    """Fidelity changes re-compose from cached faces, on a 4000x3000 photo.
 
     What the view shows first is composed over the photo scaled to the view (zoom 0.25 here, a
-    1000 px wide window); the full-resolution image follows from the same job.
+    1000 px wide window); the full-resolution image follows from the same job. The times are printed
+    for docs/GUI.md, not asserted: speed is for benchmarks, not unit tests.
     """
     import time
 
@@ -338,7 +339,9 @@ def test_fidelity_preview_of_a_12_megapixel_photo_is_fast(enhancer, astronaut: n
     full_small = resize(compose_output(restoration, settings, None, upscale=1).pixels, display_size(4000, 3000, 0.25))
     difference = np.abs(compose_output(small, settings, None, upscale=1).pixels.astype(int) - full_small).mean()
     assert difference < 3.0
-    assert screen < 250 and full < 2000  # generous bounds for a shared CI machine; figures in docs/GUI.md
+    # A different fidelity gives a different photo: the preview re-blends, it does not replay a cache.
+    other = compose_output(small, replace(settings, fidelity=0.9), None, upscale=1).pixels
+    assert np.abs(other.astype(int) - compose_output(small, settings, None, upscale=1).pixels).mean() > 0.05
 
 
 def test_rerunning_the_model_on_cached_faces_restores_them_as_the_engine_did(  # type: ignore[no-untyped-def]
