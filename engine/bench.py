@@ -294,12 +294,20 @@ def measure_restorers(store: ModelStore, plan: Plan, provider: str, threads: int
                     crops_by_size[size] = aligned_test_crops(store, size, max(plan.batches), provider)
                 by_crop[size] = measure(partial(restorer.restore, crops_by_size[size][:1]), plan.batch_runs,
                                         min(plan.warmup, 1))
+            # A face with no detail finer than half its crop: half size, itself and mirrored
+            # (faces.content_crop_size, Enhancer.restore_aligned).
+            half = restorer.size // 2
+            coarse = None
+            if half in crops_by_size and half in restorer.sizes:
+                coarse = measure(partial(restorer.restore, crops_by_size[half][:1], mirrored=True),
+                                 plan.batch_runs, min(plan.warmup, 1))
             rows.append({
                 "model": name, "precision": precision, "key": f"{name}/{precision}",
                 "provider": session.get_providers()[0].removesuffix("ExecutionProvider").lower(),
                 "batch1": asdict(single), "best_batch": best, "best": asdict(by_batch[best]),
                 "by_batch": {str(b): asdict(t) for b, t in by_batch.items()},
                 "by_crop_size": {str(c): asdict(t) for c, t in by_crop.items()},
+                **({"coarse": {"size": half, **asdict(coarse)}} if coarse is not None else {}),
             })
     return rows
 
@@ -564,6 +572,9 @@ def format_report(result: dict[str, Any]) -> str:
         if row.get("by_crop_size"):
             crops = ", ".join(f"{size} px {timing['median_ms']:.1f}" for size, timing in row["by_crop_size"].items())
             lines.append(f"{'':28}   smaller crops, batch 1: {crops}")
+        if row.get("coarse"):
+            coarse = row["coarse"]
+            lines.append(f"{'':28}   a coarse face ({coarse['size']} px, itself and mirrored): {_span(coarse)}")
     lines += ["", "Detection ms per photo (median [min-max]) at the pipeline's detection scale (auto minimum face)",
               f"{'detector':22} {'MP':>5} {'scale':>6} {'faces':>5} {'ms':>24} {'640px copy ms (faces)':>22}"]
     for row in result["detectors"]:

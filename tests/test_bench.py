@@ -39,6 +39,7 @@ def test_bench_smoke_writes_the_summary_contract(tmp_path: Path) -> None:
     lite = next(row for row in result["restorers"] if row["key"] == "restora-lite/int8")
     assert set(lite["by_crop_size"]) == {"256", "384"}
     assert all(timing["median_ms"] > 0 for timing in lite["by_crop_size"].values())
+    assert lite["coarse"]["size"] == 256 and lite["coarse"]["median_ms"] > 0
     # The group photos are timed but kept out of the folder figure, which is the four sets.
     folders = result["folders"]
     assert folders["outside_ratio"] == ["1mp-12faces"] and folders["sets"]["1mp-12faces"]["real"]["faces"] == 12
