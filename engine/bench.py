@@ -298,7 +298,7 @@ def measure_restorers(store: ModelStore, plan: Plan, provider: str, threads: int
             # (faces.content_crop_size, Enhancer.restore_aligned).
             half = restorer.size // 2
             coarse = None
-            if half in crops_by_size and half in restorer.sizes:
+            if half in by_crop:
                 coarse = measure(partial(restorer.restore, crops_by_size[half][:1], mirrored=True),
                                  plan.batch_runs, min(plan.warmup, 1))
             rows.append({
