@@ -352,7 +352,8 @@ def run_batch(
     """Process every item; returns the report. Raises only for cancellation (CancelledError).
 
     ``outputs`` gives each item's output path when the caller planned them (a cluster driver plans
-    names across all chunks); otherwise ``plan_outputs`` names them.
+    names across all chunks); otherwise ``plan_outputs`` names them. ``progress`` is called once per
+    photo, one call at a time, with ``done`` counting up; it should return quickly.
     """
     started = time.perf_counter()
     if outputs is None:
@@ -368,14 +369,16 @@ def run_batch(
     cancel = cancel or CancelToken()
 
     def finish(index: int, result: ItemResult) -> None:
+        # The callback runs under the lock: workers finish photos at the same moment (a shared
+        # inference batch), and a reporter must see one snapshot at a time, in the order of `done`,
+        # or its lines interleave and count backwards.
         with lock:
             results[index] = result
             counters["done"] += 1
             counters["faces"] += result.faces
-            snapshot = BatchProgress(counters["done"], len(items), counters["faces"],
-                                     time.perf_counter() - started, result)
-        if progress is not None:
-            progress(snapshot)
+            if progress is not None:
+                progress(BatchProgress(counters["done"], len(items), counters["faces"],
+                                       time.perf_counter() - started, result))
 
     # Photos handed to the enhancer and not yet out of it: the ones lost if a shared inference
     # batch fails as a whole.

@@ -381,9 +381,12 @@ class _ProgressReporter:
             "ok": f"{last.faces} face{'s' if last.faces != 1 else ''}, {last.seconds:.2f} s",
             "error": f"error: {last.error}",
         }.get(last.status, last.status)
-        print(f"[{progress.done}/{progress.total}] {last.input}: {detail}", file=self.env.stderr, flush=True)
+        # One write per line: print() writes the text and its newline separately.
+        line = f"[{progress.done}/{progress.total}] {last.input}: {detail}\n"
         if details:
-            print(details, file=self.env.stderr, end="" if details.endswith("\n") else "\n", flush=True)
+            line += details if details.endswith("\n") else details + "\n"
+        self.env.stderr.write(line)
+        self.env.stderr.flush()
 
 
 def _print_summary(report: BatchReport, env: Environment, *, quiet: bool) -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +96,41 @@ def test_bad_files_are_reported_and_the_batch_goes_on(tmp_path: Path, astronaut:
         assert items[name]["status"] == "error" and items[name]["output"] is None
         assert not (tmp_path / "out" / name).exists()
     assert not list((tmp_path / "out").glob("*.part")) and not list((tmp_path / "out").glob(".restora-*"))
+
+
+class SlowLog(io.StringIO):
+    """A log that takes its time over each write (a pipe to a busy terminal) and notes overlaps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writing = 0
+        self.overlapped = False
+
+    def write(self, text: str) -> int:
+        self.writing += 1
+        self.overlapped |= self.writing > 1
+        time.sleep(0.01)
+        written = super().write(text)
+        self.writing -= 1
+        return written
+
+
+def test_progress_lines_from_parallel_workers_stay_whole_and_in_order(tmp_path: Path,
+                                                                      astronaut: np.ndarray) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(8):
+        write_jpeg(folder / f"photo_{i}.jpg", astronaut[::2, ::2])
+    log = SlowLog()
+    status = main(["enhance", str(folder), "-o", str(tmp_path / "out"), "--workers", "4"],
+                  Environment(stdout=io.StringIO(), stderr=log))
+    assert status == ExitStatus.OK, log.getvalue()
+    assert not log.overlapped, "two workers wrote to the log at once"
+    lines = log.getvalue().splitlines()
+    # One whole line per photo, counting up; then the summary.
+    assert [line.split("]")[0] for line in lines[:8]] == [f"[{i}/8" for i in range(1, 9)], lines
+    assert all(re.fullmatch(r"\[\d/8\] .*photo_\d\.jpg: 1 face, \d+\.\d\d s", line) for line in lines[:8]), lines
+    assert lines[8].startswith("8 restored, 0 skipped, 0 failed")
 
 
 def test_skip_existing_resumes_without_touching_finished_outputs(tmp_path: Path, photo: Path) -> None:
