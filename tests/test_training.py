@@ -114,6 +114,20 @@ def test_sampled_degradations_cover_the_ranges() -> None:
 # --- the network ---
 
 
+def test_patches_larger_than_the_hq_faces_are_the_whole_face_padded() -> None:
+    from training.data import PatchSampler
+
+    faces = astronaut_patches(2, 160)
+    sampler = PatchSampler(face_files=[], hq_images=faces, patch=192)
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        patch = sampler.sample(rng)
+        assert patch.shape == (192, 192, 3)
+        # Not resized: the 160 px face is there, whole, as it was (maybe mirrored).
+        assert any(np.array_equal(patch[:160, :160], f) or np.array_equal(patch[:160, -160:][:, ::-1], f)
+                   for f in faces)
+
+
 def test_evaluation_scores_see_blur_noise_and_a_colour_cast() -> None:
     """training.evaluate's scores on the astronaut: each degradation moves its own score."""
     from training.evaluate import scores

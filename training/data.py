@@ -160,8 +160,9 @@ class PatchSampler:
     def sample(self, rng: np.random.Generator) -> np.ndarray:
         if self.hq_images and (not self.face_files or rng.random() < self.hq_fraction):
             img = self.hq_images[int(rng.integers(len(self.hq_images)))]
-            # Downscale HQ faces to a random size between the patch and their own size.
-            side = int(rng.uniform(max(self.patch, img.shape[0] * 0.4), img.shape[0]))
+            # Downscale HQ faces to a random size between the patch and their own size (none that
+            # is smaller than the patch: random_crop pads it like a 200 px face).
+            side = int(rng.uniform(min(max(self.patch, img.shape[0] * 0.4), img.shape[0]), img.shape[0]))
             if side < img.shape[0]:
                 img = cv2.resize(img, (side, side), interpolation=cv2.INTER_AREA)
         else:
