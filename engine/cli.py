@@ -381,7 +381,8 @@ class _ProgressReporter:
             "ok": f"{last.faces} face{'s' if last.faces != 1 else ''}, {last.seconds:.2f} s",
             "error": f"error: {last.error}",
         }.get(last.status, last.status)
-        # One write per line: print() writes the text and its newline separately.
+        # One write per line (print() writes the text and its newline apart), so that nothing else
+        # on stderr, such as a library's warning, lands inside it.
         line = f"[{progress.done}/{progress.total}] {last.input}: {detail}\n"
         if details:
             line += details if details.endswith("\n") else details + "\n"

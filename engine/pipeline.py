@@ -301,7 +301,8 @@ class Enhancer:
         """The restored crop of each aligned face crop, in order: one batch per crop size (small faces
         get smaller crops, faces.crop_size_for). A coarse face (``AlignedFace.coarse``) is restored as
         itself and mirrored, averaged: on the validation faces that adds 0.06 dB to the severe tier, and
-        at half size the pair still costs less than one full-size pass (about 0.6 of it, restora bench)."""
+        at half size the pair costs about half of one full-size pass (restora bench, INT8: 13.6 against
+        28.5 ms)."""
         restored: list[np.ndarray] = [np.empty(0, np.uint8)] * len(crops)
         for size, mirrored in sorted(set(zip(map(len, crops), coarse, strict=True))):
             where = [i for i, crop in enumerate(crops) if len(crop) == size and coarse[i] == mirrored]
