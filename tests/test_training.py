@@ -963,3 +963,34 @@ def test_face_scale_ground_truth_only_for_heavy_degradations() -> None:
     a, _ = make_batch(sampler, np.random.default_rng(3), 2, 0.0, "tiers")
     b, _ = make_batch(sampler, np.random.default_rng(3), 2, 0.0, "tiers", face_scale_from=0.0)
     assert torch.equal(a, b)
+
+
+@needs_torch
+def test_validation_reports_the_ssim_gain_the_evaluation_would() -> None:
+    """The training log's SSIM gain is skimage's SSIM on the central 80 %, as training.evaluate scores
+    it: an untrained net (the identity) gains nothing, and a face it made worse loses SSIM."""
+    from skimage import data
+    from skimage.metrics import structural_similarity
+
+    from training.model import NetConfig, RestoraLite
+    from training.train import central_ssim, validate
+
+    clean = data.astronaut()[:256, 128:384].astype(np.float32) / 255.0
+    noisy = np.clip(clean + np.random.default_rng(0).normal(0, 0.05, clean.shape), 0, 1).astype(np.float32)
+    inner = (slice(26, 230), slice(26, 230))
+    expected = structural_similarity(noisy[inner], clean[inner], channel_axis=2, data_range=1.0)
+    assert central_ssim(noisy, clean) == pytest.approx(expected)
+    assert central_ssim(clean, clean) == pytest.approx(1.0)
+
+    identity = RestoraLite(NetConfig(widths=(8, 8, 16, 16), blocks=1))
+    scores = validate(identity, [(noisy, clean)])
+    assert scores["val_gain_db"] == pytest.approx(0.0, abs=1e-5)
+    assert scores["val_ssim_gain"] == pytest.approx(0.0, abs=1e-6)
+    # A net that brightens every pixel by 0.1 makes the face worse, and the log says so.
+    import torch
+
+    with torch.no_grad():
+        identity.tail.bias.fill_(0.1)
+    worse = validate(identity, [(noisy, clean)])
+    assert worse["val_gain_db"] < -3.0
+    assert worse["val_ssim_gain"] < -0.01
