@@ -968,12 +968,14 @@ def test_face_scale_ground_truth_only_for_heavy_degradations() -> None:
 @needs_torch
 def test_validation_reports_the_ssim_gain_the_evaluation_would() -> None:
     """The training log's SSIM gain is skimage's SSIM on the central 80 %, as training.evaluate scores
-    it: an untrained net (the identity) gains nothing, and a face it made worse loses SSIM."""
+    it: an untrained net (the identity) gains nothing, and a net that makes the face worse loses SSIM."""
+    import torch
     from skimage import data
     from skimage.metrics import structural_similarity
 
+    from training.evaluate import central_ssim
     from training.model import NetConfig, RestoraLite
-    from training.train import central_ssim, validate
+    from training.train import validate
 
     clean = data.astronaut()[:256, 128:384].astype(np.float32) / 255.0
     noisy = np.clip(clean + np.random.default_rng(0).normal(0, 0.05, clean.shape), 0, 1).astype(np.float32)
@@ -987,8 +989,6 @@ def test_validation_reports_the_ssim_gain_the_evaluation_would() -> None:
     assert scores["val_gain_db"] == pytest.approx(0.0, abs=1e-5)
     assert scores["val_ssim_gain"] == pytest.approx(0.0, abs=1e-6)
     # A net that brightens every pixel by 0.1 makes the face worse, and the log says so.
-    import torch
-
     with torch.no_grad():
         identity.tail.bias.fill_(0.1)
     worse = validate(identity, [(noisy, clean)])

@@ -62,12 +62,17 @@ def colour_shift(out: np.ndarray, clean: np.ndarray) -> float:
     return float(np.linalg.norm(means[0] - means[1]))
 
 
+def central_ssim(out: np.ndarray, clean: np.ndarray) -> float:
+    """SSIM (skimage, RGB) of ``out`` clipped to [0, 1] against ``clean``, on the central 80 %."""
+    return float(structural_similarity(central(np.clip(out, 0, 1)), central(clean), channel_axis=2, data_range=1.0))
+
+
 def scores(out: np.ndarray, clean: np.ndarray) -> dict[str, float]:
     o, c = central(np.clip(out, 0, 1)), central(clean)
     mse = float(np.mean((o - c) ** 2))
     return {
         "psnr": 10 * math.log10(1.0 / max(mse, 1e-12)),
-        "ssim": float(structural_similarity(o, c, channel_axis=2, data_range=1.0)),
+        "ssim": central_ssim(out, clean),
         "detail": sobel_energy(o) / max(sobel_energy(c), 1e-8),
         "colour_shift": colour_shift(o, c),
     }

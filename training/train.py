@@ -26,12 +26,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from skimage.metrics import structural_similarity
 
 from .checkpoint import latest_checkpoint, load_checkpoint, load_ema, save_checkpoint
 from .data import DEFAULT_DATA_DIR, PatchSampler, eval_face_files, load_rgb
 from .degrade import TIERS, apply_degradation, draw_degradation, make_pair, scaled, seed_for
-from .evaluate import central
+from .evaluate import central_ssim
 from .gan import PatchDiscriminator, discriminator_loss, generator_losses
 from .losses import restoration_loss
 from .model import (
@@ -320,12 +319,6 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return 10 * math.log10(1.0 / max(mse, 1e-12))
 
 
-def central_ssim(a: np.ndarray, b: np.ndarray) -> float:
-    """SSIM as ``training.evaluate`` scores it (skimage, RGB, the central 80 %), so a run that trades
-    PSNR for SSIM (``--ssim-weight``) shows it in its log."""
-    return float(structural_similarity(central(np.clip(a, 0, 1)), central(b), channel_axis=2, data_range=1.0))
-
-
 @torch.no_grad()
 def validate(model: RestoraLite, pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
     model.eval()
@@ -338,6 +331,7 @@ def validate(model: RestoraLite, pairs: list[tuple[np.ndarray, np.ndarray]]) -> 
         y = model(x)[0].float().cpu().numpy().transpose(1, 2, 0)
         outs.append(psnr(y, clean))
         gains.append(psnr(y, clean) - psnr(degraded, clean))
+        # As training.evaluate scores it, so a run that trades PSNR for SSIM (--ssim-weight) shows it.
         ssim_gains.append(central_ssim(y, clean) - central_ssim(degraded, clean))
     probe = [torch.from_numpy(d.transpose(2, 0, 1)[None].copy()).to(device) for d, _ in pairs[:2]]
     live = [deep_path_live(model, x) for x in probe]
